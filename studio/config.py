@@ -1,0 +1,355 @@
+"""TrainConfig: the one definition of every training setting (form, CLI, TOML files and run records)."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import enum
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+SCHEMA_VERSION = 1
+
+
+class Precision(enum.StrEnum):
+    auto = "auto"  # bf16 on CUDA when supported, else fp16 on CUDA; full fp32 on CPU
+    no = "no"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class PredictionType(enum.StrEnum):
+    auto = "auto"  # what the base model's scheduler config says
+    epsilon = "epsilon"
+    v_prediction = "v_prediction"
+
+
+class LrSchedule(enum.StrEnum):
+    constant = "constant"
+    constant_with_warmup = "constant_with_warmup"
+    cosine = "cosine"
+    linear = "linear"
+
+
+class SaveDtype(enum.StrEnum):
+    fp16 = "fp16"  # what other tools expect; bf16 is unreadable for some (lora-formats.md §6)
+    fp32 = "fp32"
+
+
+def option(default: Any, label: str, help: str, group: str, *, minimum: float | None = None,
+           maximum: float | None = None, step: float | None = None, advanced: bool = False,
+           log_scale: bool = False) -> Any:
+    """A config field with everything a form, the CLI and the docs need to present it."""
+    meta = dict(label=label, help=help, group=group, minimum=minimum, maximum=maximum, step=step,
+                advanced=advanced, log_scale=log_scale)
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- Base model -------------------------------------------------------------------------
+    base_model: str = option(
+        "stable-diffusion-v1-5/stable-diffusion-v1-5", "Base model",
+        "The Stable Diffusion model the LoRA is trained on: a diffusers model folder, or a Hub id "
+        "already in the local cache. Relative paths are relative to the project folder.", "Model")
+    prediction_type: PredictionType = option(
+        PredictionType.auto, "Prediction type",
+        "What the base model predicts. 'auto' reads it from the model's scheduler config; set it "
+        "only for v-prediction fine-tunes whose config says otherwise.", "Model", advanced=True)
+
+    # --- Dataset ----------------------------------------------------------------------------
+    dataset_dir: str = option(
+        "dataset", "Dataset folder",
+        "Folder of training images with same-name .txt or .caption files. Relative paths are "
+        "relative to the project folder. It is only read, never changed.", "Dataset")
+    trigger_word: str = option(
+        "", "Trigger word",
+        "A rare word put in front of every caption, so that you can call the style in prompts.",
+        "Dataset")
+    resolution: int = option(
+        512, "Resolution",
+        "Training size in pixels (images are resized and centre-cropped to a square of this side). "
+        "512 for SD1.5.", "Dataset", minimum=32, maximum=2048, step=8)
+
+    # --- LoRA -------------------------------------------------------------------------------
+    rank: int = option(
+        16, "Rank",
+        "Size of the LoRA matrices. Higher learns more detail but makes bigger files; style LoRAs "
+        "rarely need more than 32.", "LoRA", minimum=1, maximum=256, step=1)
+    alpha: float = option(
+        16.0, "Alpha",
+        "Scales the LoRA's effect by alpha / rank. Equal to the rank is neutral; half the rank "
+        "trains more gently.", "LoRA", minimum=0.01, maximum=1024.0, step=1.0)
+    target_modules: tuple[str, ...] = option(
+        ("to_q", "to_k", "to_v", "to_out.0"), "Target layers",
+        "UNet layers that get a LoRA. The default, the attention projections, suits style.",
+        "LoRA", advanced=True)
+
+    # --- Training ---------------------------------------------------------------------------
+    epochs: int = option(
+        10, "Epochs", "How many times training goes through the whole dataset (when Max steps is 0).",
+        "Training", minimum=1, maximum=10_000, step=1)
+    max_steps: int = option(
+        0, "Max steps",
+        "Stop after this many optimizer steps. 0 means: use Epochs instead.", "Training",
+        minimum=0, maximum=1_000_000, step=100)
+    batch_size: int = option(
+        1, "Batch size", "Images per step. Larger batches need more GPU memory.", "Training",
+        minimum=1, maximum=64, step=1)
+    gradient_accumulation_steps: int = option(
+        1, "Gradient accumulation",
+        "Add up the gradients of this many batches before each optimizer step: a larger effective "
+        "batch without more memory.", "Training", minimum=1, maximum=128, step=1, advanced=True)
+    learning_rate: float = option(
+        1e-4, "Learning rate",
+        "Step size of the optimizer. 1e-4 is a safe start for style LoRAs; lower it if samples "
+        "burn or the loss jumps.", "Training", minimum=1e-7, maximum=1e-1, log_scale=True)
+    lr_scheduler: LrSchedule = option(
+        LrSchedule.constant_with_warmup, "LR schedule",
+        "How the learning rate changes over the run.", "Training", advanced=True)
+    lr_warmup_steps: int = option(
+        0, "Warmup steps", "Optimizer steps over which the learning rate ramps up from 0.",
+        "Training", minimum=0, maximum=100_000, step=10, advanced=True)
+    weight_decay: float = option(
+        1e-2, "Weight decay", "AdamW weight decay on the LoRA weights.", "Training",
+        minimum=0.0, maximum=1.0, step=0.01, advanced=True)
+    max_grad_norm: float = option(
+        1.0, "Max gradient norm", "Clip gradients to this norm (0 turns clipping off).", "Training",
+        minimum=0.0, maximum=100.0, step=0.1, advanced=True)
+    seed: int = option(
+        42, "Seed", "Same seed, same data and same settings give the same LoRA (exactly, on CPU).",
+        "Training", minimum=0, maximum=2**32 - 1, step=1)
+
+    # --- Performance ------------------------------------------------------------------------
+    mixed_precision: Precision = option(
+        Precision.auto, "Mixed precision",
+        "Compute in 16-bit on the GPU (LoRA weights stay 32-bit). 'auto' picks bf16 where the GPU "
+        "supports it, else fp16, and full precision on CPU.", "Performance", advanced=True)
+    gradient_checkpointing: bool = option(
+        False, "Gradient checkpointing",
+        "Recompute activations in the backward pass: much less GPU memory, about 20% slower.",
+        "Performance", advanced=True)
+    cpu_threads: int = option(
+        0, "CPU threads",
+        "Torch threads when training on the CPU. 0 picks half the cores (one on a 2-core machine, "
+        "where two threads are many times slower).", "Performance", minimum=0, maximum=256,
+        step=1, advanced=True)
+
+    # --- Output -----------------------------------------------------------------------------
+    output_name: str = option(
+        "my-style", "Output name",
+        "File name of the LoRA (without .safetensors); also the name other apps show.", "Output")
+    save_every_n_steps: int = option(
+        0, "Checkpoint every N steps",
+        "Also save the LoRA every N steps, to compare stages of training (0: only at the end).",
+        "Output", minimum=0, maximum=1_000_000, step=50)
+    save_dtype: SaveDtype = option(
+        SaveDtype.fp16, "Save precision",
+        "Precision of the saved LoRA. fp16 is what other apps expect and half the size.", "Output",
+        advanced=True)
+    export_diffusers: bool = option(
+        False, "Also save diffusers format",
+        "Also write the diffusers/PEFT file (pytorch_lora_weights.safetensors) beside the main "
+        "file, for scripts that use diffusers directly.", "Output", advanced=True)
+    author: str = option("", "Author", "Your name, stored in the file's metadata.", "Output",
+                         advanced=True)
+    description: str = option("", "Description", "A description stored in the file's metadata.",
+                              "Output", advanced=True)
+
+    # --- Bookkeeping ------------------------------------------------------------------------
+    schema: int = field(default=SCHEMA_VERSION, metadata=dict(
+        label="Schema", help="Version of this file's layout.", group="Internal", minimum=None,
+        maximum=None, step=None, advanced=True, log_scale=False))
+
+
+@dataclass(frozen=True)
+class Problem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found, so a user can fix them all at once."""
+
+    def __init__(self, problems: list[Problem], source: str = ""):
+        self.problems = problems
+        where = f" in {source}" if source else ""
+        super().__init__(f"{len(problems)} problem(s){where}:\n" +
+                         "\n".join(f"  - {p}" for p in problems))
+
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def field_type(name: str) -> type:
+    """The runtime type of a field (annotations are strings under `from __future__`)."""
+    return type(FIELDS[name].default) if FIELDS[name].default is not dataclasses.MISSING \
+        else tuple
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert a TOML or command-line value to the field's type; raises ValueError with a reason."""
+    kind = field_type(name)
+    if issubclass(kind, enum.Enum):
+        try:
+            return kind(str(value))
+        except ValueError:
+            raise ValueError(f"must be one of {', '.join(m.value for m in kind)}, "
+                             f"not {value!r}") from None
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"true", "yes", "on", "1", "false", "no",
+                                                         "off", "0"}:
+            return value.lower() in {"true", "yes", "on", "1"}
+        raise ValueError(f"must be true or false, not {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise ValueError(f"must be a whole number, not {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise ValueError(f"must be a whole number, not {value!r}")
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ValueError(f"must be a number, not {value!r}")
+    if kind is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ValueError(f"must be a list of names, not {value!r}")
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"must be text, not {value!r}")
+
+
+def from_dict(data: dict[str, Any], base: TrainConfig | None = None, source: str = "") -> TrainConfig:
+    """Build a config from TOML-like data over `base`; every unknown key and bad value is reported."""
+    problems, values = [], {}
+    for key, value in data.items():
+        if key not in FIELDS:
+            problems.append(Problem(key, "unknown setting" + _suggest(key)))
+            continue
+        try:
+            values[key] = coerce(key, value)
+        except ValueError as exc:
+            problems.append(Problem(key, str(exc)))
+    if values.get("schema", SCHEMA_VERSION) > SCHEMA_VERSION:
+        problems.append(Problem("schema", f"this file was written by a newer LoRA Studio "
+                                          f"(schema {values['schema']}); please update"))
+    if problems:
+        raise ConfigError(problems, source)
+    return dataclasses.replace(base or TrainConfig(), **values)
+
+
+def parse_overrides(pairs: list[str], base: TrainConfig) -> TrainConfig:
+    """Apply `key=value` strings from the command line, typed by the field."""
+    data, problems = {}, []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            problems.append(Problem(pair, "expected key=value"))
+        else:
+            data[key.strip()] = value.strip()
+    if problems:
+        raise ConfigError(problems, "--set")
+    return from_dict(data, base, "--set")
+
+
+def validate(cfg: TrainConfig) -> list[Problem]:
+    """Every problem with a config (ranges from the field metadata plus cross-field rules)."""
+    problems = []
+    for name, f in FIELDS.items():
+        value, meta = getattr(cfg, name), f.metadata
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if meta["minimum"] is not None and value < meta["minimum"]:
+                problems.append(Problem(name, f"must be at least {meta['minimum']:g}, not {value:g}"))
+            if meta["maximum"] is not None and value > meta["maximum"]:
+                problems.append(Problem(name, f"must be at most {meta['maximum']:g}, not {value:g}"))
+    if cfg.resolution % 8:
+        problems.append(Problem("resolution", f"must be a multiple of 8 (the VAE halves the size "
+                                              f"three times), not {cfg.resolution}"))
+    if not cfg.base_model.strip():
+        problems.append(Problem("base_model", "is empty: choose a model folder or Hub id"))
+    if not cfg.target_modules:
+        problems.append(Problem("target_modules", "needs at least one layer name"))
+    name = cfg.output_name
+    if not name.strip() or any(c in name for c in '<>:"/\\|?*') or name.strip(". ") != name \
+            or any(ord(c) < 32 for c in name):
+        problems.append(Problem("output_name", f"{name!r} is not a valid file name on every "
+                                               f"system (avoid <>:\"/\\|?* and leading/trailing "
+                                               f"dots or spaces)"))
+    if cfg.trigger_word != cfg.trigger_word.strip() or "," in cfg.trigger_word:
+        problems.append(Problem("trigger_word", "must not have surrounding spaces or commas"))
+    return problems
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """Plain TOML-ready values (enums as strings, tuples as lists)."""
+    out = {}
+    for name in FIELDS:
+        value = getattr(cfg, name)
+        out[name] = value.value if isinstance(value, enum.Enum) else \
+            list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def load(path: Path, base: TrainConfig | None = None) -> TrainConfig:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(path.name, f"is not valid TOML: {exc}")], str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Problem(path.name, "is not UTF-8 text")], str(path)) from None
+    return from_dict(data, base, str(path))
+
+
+def to_toml(cfg: TrainConfig, commented: bool = True) -> str:
+    """TOML text; with `commented`, each setting is preceded by its label, help and range."""
+    values = to_dict(cfg)
+    if not commented:
+        return tomli_w.dumps(values)
+    lines = ["# LoRA Studio training settings. Every key is optional: missing keys take the default.",
+             ""]
+    group = None
+    for name, f in FIELDS.items():
+        meta = f.metadata
+        if meta["group"] != group:
+            group = meta["group"]
+            lines += [f"# ===== {group} =====", ""]
+        lines.append(f"# {meta['label']}: {meta['help']}")
+        kind = field_type(name)
+        if issubclass(kind, enum.Enum):
+            lines.append(f"# One of: {', '.join(m.value for m in kind)}.")
+        elif meta["minimum"] is not None:
+            lines.append(f"# Range: {meta['minimum']:g} to {meta['maximum']:g}.")
+        lines.append(tomli_w.dumps({name: values[name]}).rstrip())
+        lines.append("")
+    return "\n".join(lines)

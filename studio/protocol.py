@@ -1,0 +1,115 @@
+"""The JSON-lines protocol between the GUI and the worker (`python -m training`).
+
+One UTF-8 JSON object per line. Worker -> GUI lines carry an "event" key, GUI -> worker lines a
+"cmd" key. The GUI treats a stdout line that is not a known event as log text, so a stray print
+can never crash it. Exit codes of the worker are in EXIT_CODES.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+
+EXIT_OK = 0  # finished, or stopped on request (the done event says which)
+EXIT_FAILED = 1  # training failed; an error event with a hint was sent
+EXIT_BAD_INPUT = 2  # configuration or dataset problem; an error event names the field or file
+EXIT_CODES = {EXIT_OK: "finished or stopped", EXIT_FAILED: "training failed",
+              EXIT_BAD_INPUT: "bad configuration or dataset"}
+
+PHASES = ("loading_model", "caching", "training", "saving")
+
+
+@dataclass(frozen=True)
+class Event:
+    name: ClassVar[str] = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"event": self.name, **dataclasses.asdict(self)}, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Hello(Event):
+    name: ClassVar[str] = "hello"
+    protocol: int = PROTOCOL_VERSION
+    pid: int = 0
+    command: str = ""
+    run_dir: str = ""
+
+
+@dataclass(frozen=True)
+class Status(Event):
+    name: ClassVar[str] = "status"
+    phase: str = ""
+    text: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    name: ClassVar[str] = "progress"
+    step: int = 0
+    total: int = 0
+    epoch: int = 0
+    loss: float = 0.0
+    lr: float = 0.0
+    eta_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Checkpoint(Event):
+    name: ClassVar[str] = "checkpoint"
+    step: int = 0
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Done(Event):
+    name: ClassVar[str] = "done"
+    path: str = ""
+    stopped: bool = False
+    step: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Error(Event):
+    name: ClassVar[str] = "error"
+    message: str = ""
+    hint: str = ""
+    field: str = ""  # the config field or file the problem is about, when there is one
+
+
+EVENTS: dict[str, type[Event]] = {c.name: c for c in (Hello, Status, Progress, Checkpoint, Done, Error)}
+
+
+def parse_event(line: str) -> Event | None:
+    """The event on a stdout line, or None when the line is not a (known) event: show it as log."""
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("event") not in EVENTS:
+        return None
+    cls = EVENTS[data.pop("event")]
+    known = {f.name for f in dataclasses.fields(cls)}
+    # Unknown keys from a newer worker are ignored rather than fatal.
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+COMMANDS = ("stop",)
+
+
+def command(name: str, **args: Any) -> str:
+    return json.dumps({"cmd": name, **args})
+
+
+def parse_command(line: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("cmd"), str) else None

@@ -1,0 +1,97 @@
+"""Bad input reaches the user as one clear error naming the field or file, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import make_project, run_cli
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    # These fail before any model is loaded, so a placeholder model path is enough.
+    return make_project(tmp_path / "p", tmp_path / "no-model-needed", n_images=3)
+
+
+def assert_rejected(run, *needles: str) -> str:
+    assert run.returncode == 2, run.stderr
+    assert [e["event"] for e in run.events] == ["hello", "error"]
+    message = run.events[-1]["message"]
+    for needle in needles:
+        assert needle in message, message
+    assert run.events[-1]["hint"]
+    return message
+
+
+def test_unknown_key_names_the_nearest_setting(project):
+    (project / "project.toml").write_text('learnig_rate = 1e-4\n')
+    assert_rejected(run_cli("train", str(project)), "learnig_rate", "did you mean 'learning_rate'")
+    assert not (project / "runs").exists()
+
+
+def test_every_bad_value_is_reported_at_once(project):
+    run = run_cli("train", str(project), "--set", "rank=0", "--set", "resolution=33",
+                  "--set", "learning_rate=2")
+    message = assert_rejected(run, "rank", "resolution", "learning_rate")
+    assert "3 problem(s)" in message
+    assert not (project / "runs").exists()
+
+
+def test_wrong_type_is_named(project):
+    assert_rejected(run_cli("train", str(project), "--set", "rank=lots"),
+                    "rank", "whole number")
+    assert_rejected(run_cli("train", str(project), "--set", "mixed_precision=fp8"),
+                    "mixed_precision", "bf16")
+
+
+def test_empty_dataset(project):
+    for f in (project / "dataset").iterdir():
+        f.unlink()
+    assert_rejected(run_cli("train", str(project)), "contains no images")
+
+
+def test_missing_dataset_folder(project):
+    assert_rejected(run_cli("train", str(project), "--set", "dataset_dir=nowhere"),
+                    "does not exist")
+
+
+def test_undecodable_image_is_named(project):
+    (project / "dataset" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    assert_rejected(run_cli("train", str(project)), "broken.png", "cannot be decoded")
+    assert (project / "dataset" / "broken.png").read_bytes().endswith(b"not really")
+
+
+def test_caption_that_is_not_utf8_is_named(project):
+    (project / "dataset" / "000.txt").write_bytes("caf\xe9".encode("latin-1"))
+    assert_rejected(run_cli("train", str(project)), "000.txt", "not UTF-8")
+
+
+def test_missing_base_model_is_a_configuration_error(project):
+    run = run_cli("train", str(project))
+    assert run.returncode == 2
+    assert run.events[-1]["event"] == "error" and run.events[-1]["field"] == "base_model"
+    assert "not found" in run.events[-1]["message"]
+
+
+def test_pickle_checkpoints_are_refused(project, tmp_path):
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"not unpickled")
+    run = run_cli("train", str(project), "--set", f"base_model={ckpt}")
+    assert run.returncode == 2 and "pickle" in run.events[-1]["message"]
+
+
+def test_defaults_round_trip_through_the_cli():
+    import subprocess
+    import sys
+    import tomllib
+
+    from conftest import ROOT, worker_env
+    from studio.config import TrainConfig, from_dict
+
+    proc = subprocess.run([sys.executable, "-m", "training", "defaults"], cwd=ROOT,
+                          env=worker_env(), capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "# Rank:" in proc.stdout and "# Range: 1 to 256." in proc.stdout
+    assert from_dict(tomllib.loads(proc.stdout)) == TrainConfig()

@@ -1,0 +1,164 @@
+"""`python -m training …`: the worker the GUI starts, and the headless CLI (the same command).
+
+    python -m training train PROJECT_DIR [--config FILE] [--set key=value ...] [--control-stdin]
+    python -m training defaults > settings.toml
+    python -m training demo [--out DIR]
+
+Events go to stdout as JSON lines (studio/protocol.py); logs and the terminal progress bar go to
+stderr. Exit codes: 0 finished or stopped on request, 1 training failed, 2 bad configuration or
+dataset (nothing is written then), anything else a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+from pathlib import Path
+
+# Never reach for the network during training, and set this before diffusers/transformers import
+# (lora-formats.md §8.3): an uncached model fails at once with a clear message instead of hanging.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+from studio import atomic, config, dataset, protocol  # noqa: E402
+from studio.config import ConfigError, TrainConfig  # noqa: E402
+from studio.project import Project, RunDir  # noqa: E402
+
+log = logging.getLogger("training")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a LoRA on a project folder")
+    train.add_argument("project", type=Path, help="project folder (project.toml + dataset)")
+    train.add_argument("--config", type=Path, help="TOML settings applied over project.toml")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one setting (repeatable), e.g. --set rank=32")
+    train.add_argument("--run-dir", type=Path, help="use this (new or empty) run folder")
+    train.add_argument("--control-stdin", action="store_true",
+                       help="GUI mode: a 'stop' command or stdin closing stops the run gracefully")
+    train.add_argument("--json", action="store_true",
+                       help="print JSON events even when stdout is a terminal")
+    sub.add_parser("defaults", help="print every setting with its help, as TOML")
+    demo = sub.add_parser("demo", help="train the demo style LoRA on the bundled pocket model")
+    demo.add_argument("--out", type=Path, help="where to create the demo project")
+    return parser
+
+
+def resolve_config(project: Project, config_file: Path | None, overrides: list[str]) -> TrainConfig:
+    cfg = project.load_config()
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigError([config.Problem("--config", f"file not found: {config_file}")])
+        cfg = config.load(config_file, cfg)
+    return config.parse_overrides(overrides, cfg)
+
+
+def setup_logging(run: RunDir | None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if run is not None:
+        handlers.append(logging.FileHandler(run.log, encoding="utf-8"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from training.events import Control, EventSink
+
+    # Under `accelerate launch` every rank runs this; only rank 0 talks and writes files.
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    sink = EventSink(stdout_events=args.json or not sys.stdout.isatty(), enabled=main_rank)
+    sink.emit(protocol.Hello(pid=os.getpid(), command="train"))
+    setup_logging(None)
+    project = Project(args.project.resolve())
+
+    def fail(code: int, message: str, hint: str = "", field: str = "") -> int:
+        sink.emit(protocol.Error(message=message, hint=hint, field=field))
+        return code
+
+    # Everything the user can get wrong is checked before anything is written.
+    if not project.root.is_dir():
+        return fail(2, f"Project folder not found: {project.root}",
+                    "Give the folder that holds project.toml and the dataset.", "project")
+    try:
+        cfg = resolve_config(project, args.config, args.set)
+    except ConfigError as exc:
+        return fail(2, str(exc), "Fix the settings named above.", exc.problems[0].field)
+    if problems := config.validate(cfg):
+        err = ConfigError(problems)
+        return fail(2, str(err), "Fix the settings named above.", problems[0].field)
+    try:
+        dataset.load(project.resolve(cfg.dataset_dir))
+    except dataset.DatasetError as exc:
+        first = next(f for f in exc.findings if f.fatal)
+        return fail(2, str(exc), "Fix or remove the files named above; the dataset folder is "
+                                 "never changed by LoRA Studio.", str(first.path))
+
+    if main_rank:
+        run = RunDir(args.run_dir.resolve()) if args.run_dir else project.new_run()
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(run.config, config.to_toml(cfg))
+        sink.attach_file(run.events)
+        setup_logging(run)
+    else:
+        run = RunDir(project.runs / f".rank{os.environ['RANK']}")  # never written to
+    sink.emit(protocol.Status("loading_model", f"Run folder {run.path}", {"run_dir": str(run.path)}))
+    control = Control(stdin_control=args.control_stdin)
+
+    from training import models
+    from training.cache import CacheError
+    from training.train import train
+
+    try:
+        result = train(project, cfg, run, sink, control)
+    except models.ModelError as exc:
+        return fail(2, str(exc), exc.hint, "base_model")
+    except CacheError as exc:
+        return fail(2, str(exc), exc.hint, str(exc.path or ""))
+    except KeyboardInterrupt:
+        return fail(1, "Aborted without saving (Ctrl-C twice).", "Run again to start over.")
+    except Exception as exc:  # noqa: BLE001 - every failure reaches the GUI as an error event
+        log.error("training failed:\n%s", traceback.format_exc())
+        return fail(1, f"Training failed: {type(exc).__name__}: {exc}", hint_for(exc))
+    sink.emit(protocol.Done(path=str(result.adapter), stopped=result.stopped, step=result.step,
+                            files=[str(p) for p in result.files]))
+    sink.close_file()
+    return 0
+
+
+def hint_for(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "out of memory" in text:
+        return ("The GPU ran out of memory: lower the batch size or resolution, or turn on "
+                "gradient checkpointing.")
+    if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
+        return "The disk is full: free some space and train again."
+    return "See log.txt in the run folder for details."
+
+
+def cmd_defaults(args: argparse.Namespace) -> int:
+    sys.stdout.write(config.to_toml(TrainConfig()) + "\n")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from training.demo import create_demo_project
+
+    project = create_demo_project(args.out)
+    print(f"Demo project: {project.root}", file=sys.stderr)
+    return cmd_train(build_parser().parse_args(["train", str(project.root)]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"train": cmd_train, "defaults": cmd_defaults, "demo": cmd_demo}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
