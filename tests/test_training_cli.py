@@ -156,3 +156,17 @@ def test_a_person_at_a_terminal_sees_a_progress_bar_not_json(project):
     assert "step 4/4" in screen and "[####" in screen
     assert '{"event"' not in screen
     assert "Done:" in screen
+
+
+def test_runs_under_accelerate_launch(project):
+    # accelerate exports OMP_NUM_THREADS=2 when unset; the worker sets its own thread count.
+    env = {k: v for k, v in worker_env().items() if k != "OMP_NUM_THREADS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "-m", "training", "train", str(project)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    events = parse_events(proc.stdout)
+    assert events[-1]["event"] == "done" and Path(events[-1]["path"]).is_file()
+    assert "1 CPU thread" in proc.stderr

@@ -24,15 +24,20 @@ class EventSink:
     the GUI's JSON parser (design-anchors.md §3).
     """
 
-    def __init__(self, stdout_events: bool = True, enabled: bool = True):
+    def __init__(self, stdout_events: bool = True, enabled: bool = True,
+                 claim_stdout: bool = True):
         """`stdout_events` False: a person at a terminal gets only the readable progress on
-        stderr (events still go to events.jsonl). `enabled` False: a non-main accelerate rank."""
+        stderr (events still go to events.jsonl). `enabled` False: a non-main accelerate rank
+        (whose stdout is still claimed: all ranks share the launcher's stdout). `claim_stdout`
+        False: in-process use (tests), where fd 1 is not ours to redirect."""
         self.enabled = enabled
         self._out: IO[str] | None = None
         self._file: IO[str] | None = None
         self._lock = threading.Lock()
         self._last_progress = 0.0
         self._bar = enabled and sys.stderr.isatty()
+        if not claim_stdout:
+            return
         sys.stdout.flush()
         if enabled and stdout_events:
             self._out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
@@ -110,12 +115,12 @@ class Control:
     and SIGTERM request a graceful stop; a second SIGINT stops at once.
     """
 
-    def __init__(self, stdin_control: bool = False):
+    def __init__(self, stdin_control: bool = False, signals: bool = True):
         self._stop = threading.Event()
         self.reason = ""
         if stdin_control:
             threading.Thread(target=self._read_stdin, name="stdin-control", daemon=True).start()
-        if threading.current_thread() is threading.main_thread():
+        if signals and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_signal)
             signal.signal(signal.SIGINT, self._on_signal)
 

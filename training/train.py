@@ -80,6 +80,9 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
     device = accelerator.device
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(cfg))
+        log.info("training on the CPU with %d CPU thread(s)", torch.get_num_threads())
+    else:
+        log.info("training on %s with %s mixed precision", device, accelerator.mixed_precision)
     # Same seed everywhere: CPU reruns are bitwise identical; ranks differ only by data slice.
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -147,7 +150,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
             base_model_name=base.name, base_model_version=base.version,
             prediction_type=prediction, num_images=len(items), steps=step, epochs=epoch,
             max_steps=total, tag_frequency=tags, dataset_name=data_dir.name,
-            training_started_at=started_at, session_id=session_id, finished_at=time.time())
+            training_started_at=started_at, session_id=session_id, finished_at=time.time(),
+            mixed_precision=accelerator.mixed_precision)
 
     unet.train()
     step, epoch, loss_sum, loss_n = 0, 0, 0.0, 0

@@ -1,0 +1,60 @@
+"""TrainConfig: one definition driving TOML files, command-line overrides and validation."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+
+import pytest
+
+from studio import config
+from studio.config import ConfigError, Precision, TrainConfig
+
+
+def test_defaults_are_valid_and_every_field_is_documented():
+    assert config.validate(TrainConfig()) == []
+    for f in dataclasses.fields(TrainConfig):
+        assert f.metadata["label"] and len(f.metadata["help"]) > 10, f.name
+        assert f.metadata["group"], f.name
+
+
+def test_toml_round_trip(tmp_path):
+    cfg = dataclasses.replace(TrainConfig(), rank=32, alpha=8.5, trigger_word="zxq",
+                              mixed_precision=Precision.bf16, target_modules=("to_q", "to_v"))
+    path = tmp_path / "c.toml"
+    path.write_text(config.to_toml(cfg))
+    assert config.load(path) == cfg
+    assert tomllib.loads(config.to_toml(cfg, commented=False))["rank"] == 32
+
+
+def test_unknown_keys_and_bad_values_are_all_reported():
+    with pytest.raises(ConfigError) as err:
+        config.from_dict({"ranc": 4, "learning_rate": "fast", "gradient_checkpointing": "maybe"})
+    fields = [p.field for p in err.value.problems]
+    assert fields == ["ranc", "learning_rate", "gradient_checkpointing"]
+    assert "did you mean 'rank'" in str(err.value)
+
+
+def test_overrides_are_typed_by_the_field():
+    cfg = config.parse_overrides(["rank=8", "alpha=4", "export_diffusers=yes",
+                                  "target_modules=to_q, to_k", "learning_rate=3e-4",
+                                  "mixed_precision=bf16"], TrainConfig())
+    assert (cfg.rank, cfg.alpha, cfg.export_diffusers) == (8, 4.0, True)
+    assert cfg.target_modules == ("to_q", "to_k") and cfg.learning_rate == 3e-4
+    assert cfg.mixed_precision is Precision.bf16
+    with pytest.raises(ConfigError, match="expected key=value"):
+        config.parse_overrides(["rank"], TrainConfig())
+    with pytest.raises(ConfigError, match="whole number"):
+        config.parse_overrides(["rank=2.5"], TrainConfig())
+
+
+def test_validate_checks_ranges_and_cross_field_rules():
+    cfg = dataclasses.replace(TrainConfig(), rank=0, resolution=100, output_name="a/b",
+                              learning_rate=5.0, target_modules=())
+    fields = {p.field for p in config.validate(cfg)}
+    assert fields == {"rank", "resolution", "output_name", "learning_rate", "target_modules"}
+
+
+def test_newer_schema_is_refused():
+    with pytest.raises(ConfigError, match="newer LoRA Studio"):
+        config.from_dict({"schema": config.SCHEMA_VERSION + 1})
