@@ -68,6 +68,10 @@ class TrainConfig:
         "dataset", "Dataset folder",
         "Folder of training images with same-name .txt or .caption files. Relative paths are "
         "relative to the project folder. It is only read, never changed.", "Dataset")
+    exclude_images: tuple[str, ...] = option(
+        (), "Excluded images",
+        "File names in the dataset folder left out of training (they stay on disk untouched).",
+        "Dataset", advanced=True)
     trigger_word: str = option(
         "", "Trigger word",
         "A rare word put in front of every caption, so that you can call the style in prompts.",

@@ -62,8 +62,9 @@ def full_caption(caption: str, trigger_word: str) -> str:
     return ", ".join([trigger_word, *parts])
 
 
-def scan(folder: Path) -> tuple[list[Item], list[Finding]]:
-    """Every image in `folder` (not recursive) with its caption, plus what is wrong with them.
+def scan(folder: Path, exclude: tuple[str, ...] = ()) -> tuple[list[Item], list[Finding]]:
+    """Every image in `folder` (not recursive, minus `exclude` file names) with its caption, plus
+    what is wrong with them.
 
     Images are fully decoded here so that a broken file is named before any model is loaded,
     rather than failing mid-run.
@@ -72,7 +73,9 @@ def scan(folder: Path) -> tuple[list[Item], list[Finding]]:
     if not folder.is_dir():
         raise DatasetError([Finding(folder, "folder does not exist", True)], folder)
     items, findings = [], []
-    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
+    skip = set(exclude)
+    for path in sorted(p for p in folder.iterdir()
+                       if p.suffix.lower() in IMAGE_EXTENSIONS and p.name not in skip):
         data = path.read_bytes()
         try:
             with Image.open(path) as im:
@@ -100,9 +103,9 @@ def scan(folder: Path) -> tuple[list[Item], list[Finding]]:
     return items, findings
 
 
-def load(folder: Path) -> list[Item]:
+def load(folder: Path, exclude: tuple[str, ...] = ()) -> list[Item]:
     """The dataset's items; raises DatasetError naming every unusable file."""
-    items, findings = scan(folder)
+    items, findings = scan(folder, exclude)
     if any(f.fatal for f in findings):
         raise DatasetError(findings, Path(folder))
     return items

@@ -31,7 +31,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def make_project(root: Path, model: Path, n_images: int = 6, **settings) -> Path:
     from studio import config
     from studio.project import Project
-    from training.demo import draw_shapes
+    from training.demo import draw_shapes  # noqa: E402
 
     draw_shapes(root / "dataset", n_images, seed=1)
     base = dict(base_model=str(model), resolution=64, rank=4, alpha=2.0, max_steps=4,

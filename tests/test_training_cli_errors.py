@@ -95,3 +95,13 @@ def test_defaults_round_trip_through_the_cli():
     assert proc.returncode == 0
     assert "# Rank:" in proc.stdout and "# Range: 1 to 256." in proc.stdout
     assert from_dict(tomllib.loads(proc.stdout)) == TrainConfig()
+
+
+def test_excluded_broken_image_is_skipped_not_fatal(project):
+    # Excluding an image leaves it on disk and out of the dataset checks.
+    from studio import dataset
+
+    (project / "dataset" / "broken.png").write_bytes(b"junk")
+    items = dataset.load(project / "dataset", exclude=("broken.png", "000.png"))
+    assert [i.image.name for i in items] == ["001.png", "002.png"]
+    assert (project / "dataset" / "broken.png").exists()

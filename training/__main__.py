@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         err = ConfigError(problems)
         return fail(2, str(err), "Fix the settings named above.", problems[0].field)
     try:
-        dataset.load(project.resolve(cfg.dataset_dir))
+        dataset.load(project.resolve(cfg.dataset_dir), cfg.exclude_images)
     except dataset.DatasetError as exc:
         first = next(f for f in exc.findings if f.fatal)
         return fail(2, str(exc), "Fix or remove the files named above; the dataset folder is "

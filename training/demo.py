@@ -1,24 +1,14 @@
-"""The demo project: the bundled pocket model and demo style set, with the preset tuned for them.
-
-When the bundled assets are missing (a stripped checkout), a tiny random model and a procedurally
-drawn dataset stand in, so the demo still shows the whole pipeline end to end.
-"""
+"""Procedural test/demo data and the CLI's demo fallback (a tiny random model) for stripped checkouts."""
 
 from __future__ import annotations
 
 import random
-import shutil
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from studio import config
+from studio import demo
 from studio.project import Project
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
-POCKET_MODEL = ASSETS / "pocket-model"
-DEMO_STYLE = ASSETS / "demo-style"
-DEMO_PRESET = ASSETS / "presets" / "demo.toml"
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 70), "blue": (40, 80, 220),
            "yellow": (240, 210, 40), "white": (245, 245, 245), "black": (20, 20, 20)}
@@ -50,29 +40,15 @@ def draw_shapes(folder: Path, count: int, seed: int = 0, size: int = 64) -> Path
 
 
 def create_demo_project(out: Path | None = None) -> Project:
-    """Create (or refresh the settings of) the demo project and return it."""
-    if out is None:
-        import platformdirs
-        out = platformdirs.user_data_path("LoRA Studio", appauthor=False) / "demo-project"
-    project = Project(Path(out).resolve())
-    project.root.mkdir(parents=True, exist_ok=True)
-    if (POCKET_MODEL / "model_index.json").is_file() and any(DEMO_STYLE.glob("*.png")):
-        model, data = str(POCKET_MODEL), str(DEMO_STYLE)
-    else:
-        from training import tiny_model
-        model_dir = project.root / "tiny-model"
-        if not (model_dir / "model_index.json").is_file():
-            shutil.rmtree(model_dir, ignore_errors=True)
-            tiny_model.build(model_dir)
-        data_dir = project.root / "dataset"
-        if not data_dir.is_dir():
-            draw_shapes(data_dir, 24)
-        model, data = str(model_dir), str(data_dir)
-    cfg = config.TrainConfig()
-    if DEMO_PRESET.is_file():
-        cfg = config.load(DEMO_PRESET, cfg)
-    else:
-        cfg = config.from_dict(dict(resolution=64, rank=8, alpha=8.0, max_steps=150,
-                                    batch_size=4, learning_rate=1e-3, output_name="demo-style"))
-    project.save_config(config.from_dict(dict(base_model=model, dataset_dir=data), cfg))
-    return project
+    """The bundled demo project; without the bundled assets, a tiny random model stands in."""
+    if demo.assets_present():
+        return demo.create_demo_project(out)
+    from training import tiny_model
+
+    root = Path(out or demo.default_location()).resolve()
+    model, data = root / "tiny-model", root / "dataset"
+    if not (model / "model_index.json").is_file():
+        tiny_model.build(model)
+    if not data.is_dir():
+        draw_shapes(data, 24)
+    return demo.create_demo_project(root, model, data)

@@ -89,7 +89,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
 
     # 1. Data (already validated by the CLI; listed again here so the run is self-contained).
     data_dir = project.resolve(cfg.dataset_dir)
-    items = dataset.load(data_dir)
+    items = dataset.load(data_dir, cfg.exclude_images)
     captions = [dataset.full_caption(it.caption, cfg.trigger_word) for it in items]
 
     # 2. Base model.
