@@ -83,7 +83,75 @@ class Error(Event):
     field: str = ""  # the config field or file the problem is about, when there is one
 
 
-EVENTS: dict[str, type[Event]] = {c.name: c for c in (Hello, Status, Progress, Checkpoint, Done, Error)}
+# --- The generation worker (`python -m training serve`) ------------------------------------
+
+
+@dataclass(frozen=True)
+class Ready(Event):
+    """The base model is loaded (sent after each `load`); `base_loads` counts loads so far."""
+    name: ClassVar[str] = "ready"
+    base_model: str = ""
+    seconds: float = 0.0
+    base_loads: int = 0
+
+
+@dataclass(frozen=True)
+class GenProgress(Event):
+    name: ClassVar[str] = "gen_progress"
+    id: str = ""
+    image: int = 0  # index of the image being made
+    count: int = 1
+    step: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
+class ImageReady(Event):
+    name: ClassVar[str] = "image"
+    id: str = ""
+    index: int = 0
+    seed: int = 0
+    path: str = ""
+    parameters: str = ""  # A1111 infotext
+
+
+@dataclass(frozen=True)
+class GenDone(Event):
+    name: ClassVar[str] = "gen_done"
+    id: str = ""
+    paths: list[str] = field(default_factory=list)
+    cancelled: bool = False
+    seconds: float = 0.0
+
+
+EVENTS: dict[str, type[Event]] = {c.name: c for c in (
+    Hello, Status, Progress, Checkpoint, Done, Error, Ready, GenProgress, ImageReady, GenDone)}
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What to generate; the `generate` command's arguments. `adapters`: [[path, strength], …]
+    replaces the active LoRAs (None keeps them)."""
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 20
+    cfg_scale: float = 7.0
+    width: int = 512
+    height: int = 512
+    sampler: str = "Euler"
+    count: int = 1
+    adapters: list[list] | None = None
+    out_dir: str = ""
+    id: str = ""
+
+    @classmethod
+    def from_command(cls, cmd: dict[str, Any]) -> "GenerateRequest":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(cmd) - known - {"cmd"})
+        if unknown:
+            raise ValueError(f"unknown generate argument(s): {', '.join(unknown)}")
+        return cls(**{k: v for k, v in cmd.items() if k in known})
 
 
 def parse_event(line: str) -> Event | None:
@@ -100,7 +168,8 @@ def parse_event(line: str) -> Event | None:
     return cls(**{k: v for k, v in data.items() if k in known})
 
 
-COMMANDS = ("stop",)
+# Training: stop. Serve: load{base_model, project}, generate{GenerateRequest}, cancel, quit.
+COMMANDS = ("stop", "load", "generate", "cancel", "quit")
 
 
 def command(name: str, **args: Any) -> str:

@@ -73,3 +73,48 @@ def parse_events(stdout: str) -> list[dict]:
     for line in stdout.splitlines():
         events.append(json.loads(line))  # stdout must hold nothing but JSON events
     return events
+
+
+def load_pipe(folder: Path):
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_pretrained(
+        folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        local_files_only=True)
+
+
+def unet_with_random_lora(model_dir: Path, rank: int, alpha: float, targets, seed: int = 0,
+                          scale: float = 0.3):
+    """The model's UNet with a LoRA whose lora_B is random (as after training): a visible effect."""
+    import torch
+    from peft import LoraConfig
+
+    unet = load_pipe(model_dir).unet
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=True,
+                                target_modules=list(targets)))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen) * scale)
+    return unet
+
+
+@pytest.fixture(scope="session")
+def lora_files(tiny_model, tmp_path_factory) -> list[Path]:
+    """Two kohya LoRA files for the tiny model (like two checkpoints of one run)."""
+    from studio.config import TrainConfig
+    from training.export import export_adapter
+    from training.metadata import TrainingFacts
+
+    out = tmp_path_factory.mktemp("loras")
+    cfg = TrainConfig(rank=4, alpha=4.0, output_name="tiny-style", resolution=64)
+    paths = []
+    for step, seed in ((50, 1), (100, 2)):
+        unet = unet_with_random_lora(tiny_model, cfg.rank, cfg.alpha, cfg.target_modules, seed)
+        facts = TrainingFacts(
+            base_model_name="tiny", base_model_version="sd_v1", prediction_type="epsilon",
+            num_images=6, steps=step, epochs=1, max_steps=100, tag_frequency={},
+            dataset_name="d", training_started_at=0.0, session_id=1)
+        paths.append(export_adapter(unet, cfg, facts, out / f"tiny-step{step}.safetensors")[0])
+    return paths

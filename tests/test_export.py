@@ -20,8 +20,10 @@ torch.set_num_threads(1)
 
 from studio.config import SaveDtype, TrainConfig  # noqa: E402
 from studio.safetensors_header import data_section_sha256, legacy_hash, read_header  # noqa: E402
-from training import export, tiny_model  # noqa: E402
+from training import export  # noqa: E402
 from training.metadata import TrainingFacts  # noqa: E402
+
+from conftest import load_pipe, unet_with_random_lora  # noqa: E402
 
 TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 # alpha != rank, so a converter that writes alpha = rank (diffusers') would be 2x too strong.
@@ -35,32 +37,16 @@ FACTS = TrainingFacts(
     finished_at=1_700_000_100.0)
 
 
-def load_pipe(folder: Path):
-    from diffusers import StableDiffusionPipeline
-
-    return StableDiffusionPipeline.from_pretrained(
-        folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        local_files_only=True)
-
-
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    return tiny_model.build(tmp_path_factory.mktemp("tiny") / "model")
+def model_dir(tiny_model) -> Path:
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
 def trained(model_dir):
     """A UNet with a LoRA whose lora_B is random (as after training), and a fixed input."""
-    from peft import LoraConfig
-
-    unet = load_pipe(model_dir).unet
-    unet.add_adapter(LoraConfig(r=CFG.rank, lora_alpha=CFG.alpha, init_lora_weights=True,
-                                target_modules=list(TARGETS)))
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in unet.named_parameters():
-            if "lora_B" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    unet = unet_with_random_lora(model_dir, CFG.rank, CFG.alpha, TARGETS)
+    gen = torch.Generator().manual_seed(1)
     inputs = (torch.randn(1, 4, 8, 8, generator=gen), torch.tensor([10]),
               torch.randn(1, 6, 32, generator=gen))
     return unet, inputs

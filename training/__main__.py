@@ -1,6 +1,8 @@
 """`python -m training …`: the worker the GUI starts, and the headless CLI (the same command).
 
     python -m training train PROJECT_DIR [--config FILE] [--set key=value ...] [--control-stdin]
+    python -m training serve [--project DIR]          (generation worker; commands on stdin)
+    python -m training generate --model M --prompt P [--lora FILE[:STRENGTH] ...] [--out DIR]
     python -m training defaults > settings.toml
     python -m training demo [--out DIR]
 
@@ -27,6 +29,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 from studio import atomic, config, dataset, protocol  # noqa: E402
 from studio.config import ConfigError, TrainConfig  # noqa: E402
 from studio.project import Project, RunDir  # noqa: E402
+from training.events import EventSink  # noqa: E402
 
 log = logging.getLogger("training")
 
@@ -45,6 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="GUI mode: a 'stop' command or stdin closing stops the run gracefully")
     train.add_argument("--json", action="store_true",
                        help="print JSON events even when stdout is a terminal")
+    serve = sub.add_parser("serve", help="generation worker: JSON commands on stdin")
+    serve.add_argument("--project", type=Path, default=Path.cwd(),
+                       help="folder that relative model paths and outputs are relative to")
+    gen = sub.add_parser("generate", help="generate images once (same code as the Generate tab)")
+    gen.add_argument("--model", required=True, help="base model folder or Hub id")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--negative", default="")
+    gen.add_argument("--lora", action="append", default=[], metavar="FILE[:STRENGTH]",
+                     help="a LoRA file and its strength (default 1), repeatable")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--steps", type=int, default=20)
+    gen.add_argument("--cfg", type=float, default=7.0)
+    gen.add_argument("--size", default="512x512", help="WIDTHxHEIGHT in pixels")
+    gen.add_argument("--sampler", default="Euler")
+    gen.add_argument("--count", type=int, default=1)
+    gen.add_argument("--out", type=Path, default=Path("generated"))
     sub.add_parser("defaults", help="print every setting with its help, as TOML")
     demo = sub.add_parser("demo", help="train the demo style LoRA on the bundled pocket model")
     demo.add_argument("--out", type=Path, help="where to create the demo project")
@@ -69,7 +88,7 @@ def setup_logging(run: RunDir | None) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from training.events import Control, EventSink
+    from training.events import Control
 
     # Under `accelerate launch` every rank runs this; only rank 0 talks and writes files.
     main_rank = int(os.environ.get("RANK", "0")) == 0
@@ -142,6 +161,48 @@ def hint_for(exc: BaseException) -> str:
     return "See log.txt in the run folder for details."
 
 
+def _generation_server(project: Path):
+    import torch
+
+    from training.serve import Server
+    from training.train import cpu_threads
+
+    torch.set_num_threads(cpu_threads(TrainConfig()))
+    sink = EventSink(stdout_events=True)
+    sink.emit(protocol.Hello(pid=os.getpid(), command="serve"))
+    setup_logging(None)
+    return Server(sink, project.resolve())
+
+
+def lora_spec(spec: str) -> tuple[Path, float]:
+    """`FILE` or `FILE:STRENGTH` (a Windows drive letter's colon is not a strength)."""
+    head, sep, tail = spec.rpartition(":")
+    try:
+        return (Path(head), float(tail)) if sep else (Path(spec), 1.0)
+    except ValueError:
+        return Path(spec), 1.0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    return _generation_server(args.project).run()
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    server = _generation_server(Path.cwd())
+    width, _, height = args.size.lower().partition("x")
+    adapters = [[str(path.resolve()), strength] for path, strength in map(lora_spec, args.lora)]
+    try:
+        server.load({"base_model": args.model})
+        server.generate(dict(prompt=args.prompt, negative_prompt=args.negative, seed=args.seed,
+                             steps=args.steps, cfg_scale=args.cfg, width=int(width),
+                             height=int(height or width), sampler=args.sampler, count=args.count,
+                             adapters=adapters, out_dir=str(args.out.resolve())))
+    except Exception as exc:  # noqa: BLE001 - one clear message for the terminal
+        server.sink.emit(protocol.Error(message=str(exc), hint=getattr(exc, "hint", "")))
+        return 2 if isinstance(exc, (ValueError, FileNotFoundError)) else 1
+    return 0
+
+
 def cmd_defaults(args: argparse.Namespace) -> int:
     sys.stdout.write(config.to_toml(TrainConfig()) + "\n")
     return 0
@@ -157,7 +218,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return {"train": cmd_train, "defaults": cmd_defaults, "demo": cmd_demo}[args.command](args)
+    commands = {"train": cmd_train, "serve": cmd_serve, "generate": cmd_generate,
+                "defaults": cmd_defaults, "demo": cmd_demo}
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,145 @@
+"""The generation worker (`python -m training serve`) through its JSON-lines protocol."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, worker_env
+from studio import grid, infotext
+
+pytestmark = pytest.mark.slow
+
+
+class Serve:
+    def __init__(self, project: Path):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "training", "serve", "--project", str(project)], cwd=ROOT,
+            env=worker_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True)
+        assert self.next()["event"] == "hello"
+
+    def send(self, cmd: str, **args) -> None:
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+        self.proc.stdin.flush()
+
+    def next(self) -> dict:
+        line = self.proc.stdout.readline()
+        assert line, "worker exited"
+        return json.loads(line)
+
+    def until(self, name: str) -> list[dict]:
+        events = []
+        while True:
+            events.append(self.next())
+            if events[-1]["event"] == name:
+                return events
+            assert events[-1]["event"] != "error", events[-1]
+
+    def close(self) -> int:
+        self.proc.stdin.close()  # the GUI went away: the worker exits by itself
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def serve(tmp_path, tiny_model):
+    worker = Serve(tmp_path)
+    worker.send("load", base_model=str(tiny_model))
+    assert worker.until("ready")[-1]["base_loads"] == 1
+    yield worker
+    assert worker.close() == 0
+
+
+def pixels(path: str) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+REQ = dict(prompt="zxq, a red circle", seed=3, steps=4, width=64, height=64, cfg_scale=5.0)
+
+
+def test_strength_zero_is_the_base_image_and_swaps_never_reload(serve, tiny_model, lora_files,
+                                                                tmp_path):
+    def one(adapters, tag):
+        serve.send("generate", **REQ, adapters=adapters, out_dir=str(tmp_path / tag), id=tag)
+        events = serve.until("gen_done")
+        assert [e["step"] for e in events if e["event"] == "gen_progress"] == [1, 2, 3, 4]
+        return events[-1]["paths"][0]
+
+    base = one([], "base")
+    zero = one([[str(lora_files[0]), 0.0]], "zero")
+    full = one([[str(lora_files[0]), 1.0]], "full")
+    half = one([[str(lora_files[0]), 0.5], [str(lora_files[1]), 0.5]], "two")
+    back = one([], "back")
+    assert np.array_equal(pixels(base), pixels(zero))  # strength 0 = exactly the base model
+    assert np.abs(pixels(base) - pixels(full)).max() > 10  # the LoRA visibly acts
+    assert not np.array_equal(pixels(full), pixels(half))
+    assert np.array_equal(pixels(base), pixels(back))
+    serve.send("load", base_model=str(tiny_model))  # same base again: no reload
+    assert serve.until("ready")[-1]["base_loads"] == 1
+
+    text = Image.open(full).text["parameters"]
+    params = infotext.parse(text)
+    assert params.prompt == "zxq, a red circle <lora:tiny-step50:1>"
+    assert (params.seed, params.steps, params.width, params.cfg_scale) == (3, 4, 64, 5.0)
+    assert params.loras == (("tiny-step50", 1.0),)
+    assert len(params.lora_hashes[0][1]) == 12
+    assert "lora" not in Image.open(base).text["parameters"]
+
+
+def test_cancel_stops_between_steps(serve, tmp_path):
+    serve.send("generate", **{**REQ, "steps": 500}, out_dir=str(tmp_path), id="long")
+    first = serve.next()
+    assert first["event"] == "gen_progress"
+    serve.send("cancel")
+    done = serve.until("gen_done")[-1]
+    assert done["cancelled"] is True and done["paths"] == []
+    serve.send("generate", **REQ, out_dir=str(tmp_path), id="after")  # still serving
+    assert serve.until("gen_done")[-1]["cancelled"] is False
+
+
+def test_bad_commands_get_an_error_and_the_worker_keeps_serving(serve, tmp_path):
+    serve.send("generate", **REQ, sampler="Nope", out_dir=str(tmp_path))
+    error = serve.next()
+    assert error["event"] == "error" and "Unknown sampler" in error["message"]
+    serve.send("teleport")
+    assert "unknown command" in serve.next()["message"]
+    serve.send("generate", **REQ, out_dir=str(tmp_path), sampler="DPM++ 2M")
+    assert serve.until("gen_done")[-1]["paths"]
+
+
+def test_grid_rows_are_checkpoints_and_columns_strengths(serve, lora_files, tmp_path):
+    serve.send("generate", **REQ, adapters=[], out_dir=str(tmp_path / "base"))
+    base = pixels(serve.until("gen_done")[-1]["paths"][0])
+    out = tmp_path / "grid.png"
+    serve.send("grid", **REQ, checkpoints=[str(p) for p in lora_files],
+               strengths=[0, 0.5, 1], out=str(out), id="g")
+    events = serve.until("gen_done")
+    assert {e["count"] for e in events if e["event"] == "gen_progress"} == {6}
+    image = Image.open(out)
+    assert "LoRA grid" in image.text["parameters"]
+    px = np.asarray(image.convert("RGB"), dtype=np.int16)
+    for row in range(2):
+        box = grid.cell_box(image.size, (64, 64), 2, 3, row, 0)
+        assert np.array_equal(px[box[1]:box[3], box[0]:box[2]], base)  # strength 0 = base
+        box = grid.cell_box(image.size, (64, 64), 2, 3, row, 2)
+        assert not np.array_equal(px[box[1]:box[3], box[0]:box[2]], base)
+    assert image.size[0] > 3 * 64 and image.size[1] > 2 * 64  # room for the labels
+
+
+def test_one_shot_cli(tiny_model, lora_files, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "training", "generate", "--model", str(tiny_model), "--prompt",
+         "a blue square", "--lora", f"{lora_files[1]}:0.75", "--steps", "3", "--size", "64x64",
+         "--count", "2", "--out", str(tmp_path)], cwd=ROOT, env=worker_env(),
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    done = [json.loads(line) for line in proc.stdout.splitlines()][-1]
+    assert done["event"] == "gen_done" and len(done["paths"]) == 2
+    seeds = [infotext.parse(Image.open(p).text["parameters"]).seed for p in done["paths"]]
+    assert seeds == [0, 1]

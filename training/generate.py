@@ -1,0 +1,145 @@
+"""Image generation with LoRAs: the one code path for the Generate tab, grids, samples and benchmarks.
+
+A Generator keeps one base pipeline loaded; adapters are loaded once per file and switched by
+strength (diffusers `set_adapters`), so changing LoRAs or strengths never reloads the base model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       EulerDiscreteScheduler, StableDiffusionPipeline, UniPCMultistepScheduler)
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from studio import atomic, infotext
+from studio.protocol import GenerateRequest
+from studio.safetensors_header import read_header
+from training.models import resolve_folder
+
+# A1111 sampler names -> diffusers schedulers. Each is built with from_config(base scheduler) so
+# the model's prediction type, zero-terminal-SNR rescaling and timestep spacing carry over.
+SAMPLERS = {
+    "Euler": EulerDiscreteScheduler,
+    "Euler a": EulerAncestralDiscreteScheduler,
+    "DPM++ 2M": DPMSolverMultistepScheduler,
+    "DDIM": DDIMScheduler,
+    "UniPC": UniPCMultistepScheduler,
+}
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class Adapter:
+    path: Path
+    name: str  # adapter name inside the pipeline
+    title: str  # what prompts and infotext call it (file stem)
+    short_hash: str  # A1111/Civitai "AutoV3": 12 hex of the data-section SHA-256
+
+
+def lora_short_hash(path: Path) -> str:
+    _, meta = read_header(path)
+    if len(meta.get("sshs_model_hash", "")) == 64:
+        return meta["sshs_model_hash"][:12]
+    from studio.safetensors_header import data_section_sha256
+    return data_section_sha256(path)[:12]
+
+
+class Generator:
+    def __init__(self, base_model: str, project_root: Path = Path.cwd(),
+                 device: str | None = None):
+        folder, self.model_name = resolve_folder(base_model, project_root)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        started = time.monotonic()
+        self.pipe = StableDiffusionPipeline.from_pretrained(
+            folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            local_files_only=True, torch_dtype=dtype).to(self.device)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.load_seconds = time.monotonic() - started
+        self.base_model = base_model
+        self.base_loads = 1  # how often a base model was loaded (hot-swaps must not add to it)
+        self.adapters: dict[Path, Adapter] = {}
+        self.active: list[tuple[Adapter, float]] = []
+
+    def set_adapters(self, adapters: list[tuple[Path, float]]) -> None:
+        """Make exactly these (file, strength) pairs active; load files not seen before."""
+        for path, _ in adapters:
+            path = Path(path).resolve()
+            if path not in self.adapters:
+                name = f"lora{len(self.adapters)}"
+                self.pipe.load_lora_weights(str(path.parent), weight_name=path.name,
+                                            adapter_name=name)
+                self.adapters[path] = Adapter(path, name, path.stem, lora_short_hash(path))
+        wanted = {Path(p).resolve(): float(w) for p, w in adapters}
+        self.active = [(self.adapters[p], w) for p, w in wanted.items()]
+        if self.adapters:
+            # Every loaded adapter gets a weight (0 for the inactive ones): with weight 0 the
+            # output is exactly the base model's (lora-formats.md §4), unlike disable_lora().
+            names = [a.name for a in self.adapters.values()]
+            weights = [wanted.get(a.path, 0.0) for a in self.adapters.values()]
+            self.pipe.set_adapters(names, weights)
+
+    def generate(self, req: GenerateRequest,
+                 on_step: Callable[[int, int, int], None] | None = None,
+                 cancel: threading.Event | None = None
+                 ) -> Iterator[tuple[int, int, Image.Image, str]]:
+        """Yield (index, seed, image, infotext) per image; `on_step(index, step, total)` after each
+        denoising step; raises Cancelled when `cancel` is set mid-way."""
+        if req.adapters is not None:
+            self.set_adapters([(Path(p), w) for p, w in req.adapters])
+        base_scheduler = self.pipe.scheduler
+        sampler = SAMPLERS.get(req.sampler)
+        if sampler is None:
+            raise ValueError(f"Unknown sampler {req.sampler!r}; choose one of "
+                             f"{', '.join(SAMPLERS)}")
+        self.pipe.scheduler = sampler.from_config(base_scheduler.config)
+        try:
+            for index in range(req.count):
+                seed = req.seed + index
+
+                def step_end(pipe, step, timestep, kwargs, index=index):
+                    if on_step:
+                        on_step(index, step + 1, req.steps)
+                    if cancel is not None and cancel.is_set():
+                        pipe._interrupt = True  # diffusers checks this before the next step
+                    return kwargs
+
+                image = self.pipe(
+                    infotext.strip_lora_tags(req.prompt), negative_prompt=req.negative_prompt or None,
+                    num_inference_steps=req.steps, guidance_scale=req.cfg_scale,
+                    width=req.width, height=req.height,
+                    generator=torch.Generator("cpu").manual_seed(seed),
+                    callback_on_step_end=step_end).images[0]
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled()
+                yield index, seed, image, infotext.format(self.parameters(req, seed))
+        finally:
+            self.pipe.scheduler = base_scheduler
+
+    def parameters(self, req: GenerateRequest, seed: int) -> infotext.Parameters:
+        active = [(a, w) for a, w in self.active if w != 0]
+        return infotext.Parameters(
+            prompt=req.prompt, negative_prompt=req.negative_prompt, steps=req.steps,
+            sampler=req.sampler, cfg_scale=req.cfg_scale, seed=seed, width=req.width,
+            height=req.height, model=self.model_name,
+            loras=tuple((a.title, w) for a, w in active),
+            lora_hashes=tuple((a.title, a.short_hash) for a, _ in active))
+
+
+def save_png(image: Image.Image, text: str, path: Path) -> Path:
+    """PNG with the A1111 `parameters` chunk, written atomically."""
+    info = PngInfo()
+    info.add_text("parameters", text)
+    with atomic.atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", pnginfo=info)
+    return path
