@@ -30,9 +30,22 @@ class PredictionType(enum.StrEnum):
 
 class LrSchedule(enum.StrEnum):
     constant = "constant"
-    constant_with_warmup = "constant_with_warmup"
     cosine = "cosine"
     linear = "linear"
+    polynomial = "polynomial"
+
+
+class Optimizer(enum.StrEnum):
+    adamw = "adamw"
+    adamw8bit = "adamw8bit"  # bitsandbytes, CUDA only
+    prodigy = "prodigy"  # learning-rate-free (Mishchenko & Defazio 2023): use learning_rate 1.0
+    adafactor = "adafactor"
+
+
+class CaptionStyle(enum.StrEnum):
+    auto = "auto"
+    tags = "tags"
+    sentences = "sentences"
 
 
 class SaveDtype(enum.StrEnum):
@@ -78,8 +91,54 @@ class TrainConfig:
         "Dataset")
     resolution: int = option(
         512, "Resolution",
-        "Training size in pixels (images are resized and centre-cropped to a square of this side). "
-        "512 for SD1.5.", "Dataset", minimum=32, maximum=2048, step=8)
+        "Training size in pixels: images train at about this many pixels squared, in the aspect "
+        "ratio bucket closest to their shape. 512 for SD1.5.", "Dataset", minimum=32,
+        maximum=2048, step=8)
+    repeats: int = option(
+        1, "Repeats",
+        "How often each image of the dataset folder is seen per epoch. Subfolders named like "
+        "'10_name' (kohya style) use their own number.", "Dataset", minimum=1, maximum=1000, step=1)
+    enable_buckets: bool = option(
+        True, "Aspect-ratio buckets",
+        "Train each image at the shape closest to its own instead of cropping everything square.",
+        "Dataset", advanced=True)
+    bucket_step: int = option(
+        64, "Bucket step", "Bucket sides are multiples of this many pixels.", "Dataset",
+        minimum=8, maximum=256, step=8, advanced=True)
+    min_bucket_side: int = option(
+        256, "Smallest bucket side", "No bucket side is shorter than this (pixels).", "Dataset",
+        minimum=32, maximum=4096, step=8, advanced=True)
+    max_bucket_side: int = option(
+        1024, "Largest bucket side", "No bucket side is longer than this (pixels).", "Dataset",
+        minimum=32, maximum=4096, step=8, advanced=True)
+    upscale_small_images: bool = option(
+        False, "Upscale small images",
+        "Enlarge images smaller than their bucket. Off: they train in a smaller bucket instead, "
+        "since upscaled images teach blur.", "Dataset", advanced=True)
+    flip_horizontal: bool = option(
+        False, "Flip horizontally",
+        "Also train on mirror images (doubles the variety; avoid for asymmetric styles or text).",
+        "Dataset", advanced=True)
+
+    # --- Captions ---------------------------------------------------------------------------
+    caption_style: CaptionStyle = option(
+        CaptionStyle.auto, "Caption style",
+        "Tags (comma-separated keywords) can be shuffled and dropped one by one; sentences are "
+        "kept whole. 'auto' decides from the captions.", "Captions", advanced=True)
+    shuffle_tags: bool = option(
+        False, "Shuffle tags", "Shuffle tag captions every step so no tag position is learned.",
+        "Captions", advanced=True)
+    keep_tags: int = option(
+        0, "Keep first tags",
+        "This many leading tags (after the trigger word) are never shuffled or dropped.",
+        "Captions", minimum=0, maximum=50, step=1, advanced=True)
+    tag_dropout: float = option(
+        0.0, "Tag dropout", "Chance that each tag is left out in a step (tag captions only).",
+        "Captions", minimum=0.0, maximum=1.0, step=0.05, advanced=True)
+    caption_dropout: float = option(
+        0.0, "Caption dropout",
+        "Chance that a step uses only the trigger word, which ties the style to it more firmly.",
+        "Captions", minimum=0.0, maximum=1.0, step=0.05, advanced=True)
 
     # --- LoRA -------------------------------------------------------------------------------
     rank: int = option(
@@ -96,6 +155,11 @@ class TrainConfig:
         "LoRA", advanced=True)
 
     # --- Training ---------------------------------------------------------------------------
+    optimizer: Optimizer = option(
+        Optimizer.adamw, "Optimizer",
+        "AdamW is the safe default. AdamW 8-bit saves GPU memory (NVIDIA GPUs only). Prodigy "
+        "finds its own step size (set Learning rate to 1). Adafactor uses the least memory.",
+        "Training", advanced=True)
     epochs: int = option(
         10, "Epochs", "How many times training goes through the whole dataset (when Max steps is 0).",
         "Training", minimum=1, maximum=10_000, step=1)
@@ -115,8 +179,9 @@ class TrainConfig:
         "Step size of the optimizer. 1e-4 is a safe start for style LoRAs; lower it if samples "
         "burn or the loss jumps.", "Training", minimum=1e-7, maximum=1e-1, log_scale=True)
     lr_scheduler: LrSchedule = option(
-        LrSchedule.constant_with_warmup, "LR schedule",
-        "How the learning rate changes over the run.", "Training", advanced=True)
+        LrSchedule.constant, "LR schedule",
+        "How the learning rate changes over the run (after the warmup steps).", "Training",
+        advanced=True)
     lr_warmup_steps: int = option(
         0, "Warmup steps", "Optimizer steps over which the learning rate ramps up from 0.",
         "Training", minimum=0, maximum=100_000, step=10, advanced=True)
@@ -129,6 +194,39 @@ class TrainConfig:
     seed: int = option(
         42, "Seed", "Same seed, same data and same settings give the same LoRA (exactly, on CPU).",
         "Training", minimum=0, maximum=2**32 - 1, step=1)
+    min_snr_gamma: float = option(
+        5.0, "Min-SNR gamma",
+        "Balances the loss over noise levels (Hang et al. 2023, 'Efficient Diffusion Training via "
+        "Min-SNR Weighting'); 5 suits style. 0 turns it off.", "Training", minimum=0.0,
+        maximum=20.0, step=0.5, advanced=True)
+    noise_offset: float = option(
+        0.0, "Noise offset",
+        "Adds a little overall brightness noise so the LoRA can learn very dark or very bright "
+        "images; 0.05 is a common value.", "Training", minimum=0.0, maximum=1.0, step=0.01,
+        advanced=True)
+
+    # --- Validation and samples -------------------------------------------------------------
+    validation_images: int = option(
+        -1, "Validation images",
+        "Images held out of training to measure a validation loss each epoch. -1: 5% (at least "
+        "2) when the dataset has 20 or more images, else none.", "Validation",
+        minimum=-1, maximum=1000, step=1)
+    sample_every_n_epochs: int = option(
+        1, "Samples every N epochs", "Render sample images every N epochs (0: never).",
+        "Validation", minimum=0, maximum=10_000, step=1)
+    sample_every_n_steps: int = option(
+        0, "Samples every N steps", "Also render samples every N steps (0: never).",
+        "Validation", minimum=0, maximum=1_000_000, step=50, advanced=True)
+    sample_prompts: tuple[str, ...] = option(
+        (), "Sample prompts",
+        "Prompts rendered during training, each with and without the trigger word. Empty: two "
+        "captions from the dataset.", "Validation", advanced=True)
+    sample_steps: int = option(
+        20, "Sample steps", "Denoising steps per sample image.", "Validation", minimum=1,
+        maximum=150, step=1, advanced=True)
+    sample_cfg_scale: float = option(
+        7.0, "Sample CFG scale", "How strongly samples follow the prompt.", "Validation",
+        minimum=1.0, maximum=30.0, step=0.5, advanced=True)
 
     # --- Performance ------------------------------------------------------------------------
     mixed_precision: Precision = option(

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from studio.caption_augment import full_caption  # noqa: F401 - part of this module's API
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+_REPEATS = re.compile(r"^(\d+)_(.+)$")  # kohya: "10_mystyle" = images trained 10 times per epoch
+METADATA_FILE = "metadata.jsonl"  # Hugging Face imagefolder captions: {"file_name", "text"}
 CAPTION_EXTENSIONS = (".txt", ".caption")
 
 
@@ -19,6 +25,9 @@ class Item:
     caption: str
     caption_file: Path | None
     sha256: str  # of the image file's bytes: the cache key, so renames and moves keep the cache
+    size: tuple[int, int] = (0, 0)  # (width, height) as trained, i.e. after EXIF rotation
+    repeats: int = 1  # times per epoch (kohya `N_name` folders)
+    name: str = ""  # path relative to the dataset folder, as `exclude_images` names it
 
 
 @dataclass(frozen=True)
@@ -53,18 +62,37 @@ def _read_caption(path: Path) -> str:
     return " ".join(path.read_bytes().decode("utf-8-sig").split())
 
 
-def full_caption(caption: str, trigger_word: str) -> str:
-    """The caption as trained: the trigger word first, once."""
-    if not trigger_word:
-        return caption
-    parts = [p.strip() for p in caption.split(",")] if caption else []
-    parts = [p for p in parts if p and p != trigger_word]
-    return ", ".join([trigger_word, *parts])
+def _metadata_captions(folder: Path, findings: list[Finding]) -> dict[str, str]:
+    path = folder / METADATA_FILE
+    if not path.is_file():
+        return {}
+    captions = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            captions[Path(row["file_name"]).name] = str(row.get("text", row.get("caption", "")))
+        except (ValueError, KeyError, TypeError):
+            findings.append(Finding(path, f"line {n} is not a {{\"file_name\", \"text\"}} "
+                                          f"object; ignored", False))
+    return captions
 
 
-def scan(folder: Path, exclude: tuple[str, ...] = ()) -> tuple[list[Item], list[Finding]]:
-    """Every image in `folder` (not recursive, minus `exclude` file names) with its caption, plus
-    what is wrong with them.
+def _folders(folder: Path, default_repeats: int) -> list[tuple[Path, int]]:
+    """The dataset folder itself plus kohya-style `N_name` subfolders with their repeats."""
+    out = [(folder, default_repeats)]
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        match = _REPEATS.match(sub.name)
+        if match and int(match.group(1)) > 0:
+            out.append((sub, int(match.group(1))))
+    return out
+
+
+def scan(folder: Path, exclude: tuple[str, ...] = (),
+         repeats: int = 1) -> tuple[list[Item], list[Finding]]:
+    """Every image in `folder` and its `N_name` repeat subfolders (minus `exclude` names), with
+    captions from same-stem .txt/.caption files or metadata.jsonl, plus what is wrong with them.
 
     Images are fully decoded here so that a broken file is named before any model is loaded,
     rather than failing mid-run.
@@ -74,38 +102,51 @@ def scan(folder: Path, exclude: tuple[str, ...] = ()) -> tuple[list[Item], list[
         raise DatasetError([Finding(folder, "folder does not exist", True)], folder)
     items, findings = [], []
     skip = set(exclude)
-    for path in sorted(p for p in folder.iterdir()
-                       if p.suffix.lower() in IMAGE_EXTENSIONS and p.name not in skip):
-        data = path.read_bytes()
-        try:
-            with Image.open(path) as im:
-                im.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            findings.append(Finding(path, f"cannot be decoded as an image ({exc}); fix or remove "
-                                          f"it", True))
-            continue
-        cap_file = _caption_file(path)
-        caption = ""
-        if cap_file is None:
-            findings.append(Finding(path, "has no caption file: trained with the trigger word "
-                                          "only", False))
-        else:
-            try:
-                caption = _read_caption(cap_file)
-            except UnicodeDecodeError as exc:
-                findings.append(Finding(cap_file, f"is not UTF-8 text (byte {exc.start}); save it "
-                                                  f"as UTF-8", True))
-                continue
-        items.append(Item(path, caption, cap_file, hashlib.sha256(data).hexdigest()))
+    for sub, times in _folders(folder, repeats):
+        from_metadata = _metadata_captions(sub, findings)
+        prefix = "" if sub == folder else f"{sub.name}/"
+        for path in sorted(p for p in sub.iterdir()
+                           if p.suffix.lower() in IMAGE_EXTENSIONS and prefix + p.name not in skip):
+            item = _read_item(path, prefix + path.name, times, from_metadata, findings)
+            if item is not None:
+                items.append(item)
     if not items and not any(f.fatal for f in findings):
         findings.append(Finding(folder, "contains no images (" + ", ".join(IMAGE_EXTENSIONS) +
                                 ")", True))
     return items, findings
 
 
-def load(folder: Path, exclude: tuple[str, ...] = ()) -> list[Item]:
+def _read_item(path: Path, name: str, repeats: int, from_metadata: dict[str, str],
+               findings: list[Finding]) -> Item | None:
+    data = path.read_bytes()
+    try:
+        with Image.open(path) as im:
+            im.load()
+            size = ImageOps.exif_transpose(im).size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        findings.append(Finding(path, f"cannot be decoded as an image ({exc}); fix or remove it",
+                                True))
+        return None
+    cap_file = _caption_file(path)
+    caption = ""
+    if cap_file is not None:
+        try:
+            caption = _read_caption(cap_file)
+        except UnicodeDecodeError as exc:
+            findings.append(Finding(cap_file, f"is not UTF-8 text (byte {exc.start}); save it as "
+                                              f"UTF-8", True))
+            return None
+    elif path.name in from_metadata:
+        caption = " ".join(from_metadata[path.name].split())
+    else:
+        findings.append(Finding(path, "has no caption file: trained with the trigger word only",
+                                False))
+    return Item(path, caption, cap_file, hashlib.sha256(data).hexdigest(), size, repeats, name)
+
+
+def load(folder: Path, exclude: tuple[str, ...] = (), repeats: int = 1) -> list[Item]:
     """The dataset's items; raises DatasetError naming every unusable file."""
-    items, findings = scan(folder, exclude)
+    items, findings = scan(folder, exclude, repeats)
     if any(f.fatal for f in findings):
         raise DatasetError(findings, Path(folder))
     return items
@@ -120,8 +161,9 @@ def tag_frequency(items: list[Item], trigger_word: str = "") -> dict[str, int]:
     return dict(counts.most_common())
 
 
-def load_square(path: Path, size: int) -> Image.Image:
-    """The image as trained: EXIF-rotated, alpha on white, shortest side resized, centre-cropped."""
+def load_fitted(path: Path, size: tuple[int, int]) -> Image.Image:
+    """The image as trained: EXIF-rotated, alpha on white, resized to cover `size` (width,
+    height) and centre-cropped to it."""
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
         if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
@@ -129,7 +171,7 @@ def load_square(path: Path, size: int) -> Image.Image:
             background = Image.new("RGBA", im.size, (255, 255, 255, 255))
             im = Image.alpha_composite(background, im)
         im = im.convert("RGB")
-        return ImageOps.fit(im, (size, size), method=Image.Resampling.LANCZOS)
+        return ImageOps.fit(im, size, method=Image.Resampling.LANCZOS)
 
 
-PREPROCESS_VERSION = "square-lanczos-v1"  # bump when load_square changes: it is part of cache keys
+PREPROCESS_VERSION = "fit-lanczos-v1"  # bump when load_fitted changes: it is part of cache keys

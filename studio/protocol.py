@@ -67,6 +67,33 @@ class Checkpoint(Event):
 
 
 @dataclass(frozen=True)
+class Sample(Event):
+    """In-training sample images (PNG paths, with A1111 parameters inside)."""
+    name: ClassVar[str] = "sample"
+    step: int = 0
+    epoch: int = 0
+    paths: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Validation(Event):
+    """Loss on held-out images with fixed noise and timesteps: comparable between epochs."""
+    name: ClassVar[str] = "validation"
+    step: int = 0
+    epoch: int = 0
+    loss: float = 0.0
+
+
+@dataclass(frozen=True)
+class Warning(Event):  # noqa: A001 - the protocol's name for it
+    """Something the user should know and can act on; training goes on."""
+    name: ClassVar[str] = "warning"
+    message: str = ""
+    hint: str = ""
+
+
+@dataclass(frozen=True)
 class Done(Event):
     name: ClassVar[str] = "done"
     path: str = ""
@@ -125,7 +152,8 @@ class GenDone(Event):
 
 
 EVENTS: dict[str, type[Event]] = {c.name: c for c in (
-    Hello, Status, Progress, Checkpoint, Done, Error, Ready, GenProgress, ImageReady, GenDone)}
+    Hello, Status, Progress, Checkpoint, Sample, Validation, Warning, Done, Error, Ready,
+    GenProgress, ImageReady, GenDone)}
 
 
 @dataclass(frozen=True)
@@ -168,8 +196,9 @@ def parse_event(line: str) -> Event | None:
     return cls(**{k: v for k, v in data.items() if k in known})
 
 
-# Training: stop. Serve: load{base_model, project}, generate{GenerateRequest}, cancel, quit.
-COMMANDS = ("stop", "load", "generate", "cancel", "quit")
+# Training: stop, sample_now, save_now. Serve: load{base_model, project},
+# generate{GenerateRequest}, grid{…}, cancel, quit.
+COMMANDS = ("stop", "sample_now", "save_now", "load", "generate", "grid", "cancel", "quit")
 
 
 def command(name: str, **args: Any) -> str:

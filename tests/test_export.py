@@ -124,7 +124,7 @@ def test_metadata_and_sidecar(exported):
         "ss_output_name": "tiny-style", "ss_resolution": "(64, 64)", "ss_num_train_images": "3",
         "ss_steps": "12", "ss_max_train_steps": "12", "ss_epoch": "4", "ss_num_epochs": "10",
         "ss_learning_rate": "0.0001", "ss_unet_lr": "0.0001",
-        "ss_lr_scheduler": "constant_with_warmup", "ss_lr_warmup_steps": "0", "ss_seed": "7",
+        "ss_lr_scheduler": "constant", "ss_lr_warmup_steps": "0", "ss_seed": "7",
         "ss_sd_model_name": "model", "ss_training_started_at": "1700000000.0",
         "ss_training_finished_at": "1700000100.0", "ss_session_id": "1234",
         "ss_batch_size_per_device": "1", "ss_max_grad_norm": "1.0", "ss_mixed_precision": "auto",

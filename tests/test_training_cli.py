@@ -38,8 +38,20 @@ def test_train_writes_a_kohya_lora_and_reports_every_phase(project):
     names = [e["event"] for e in run.events]
     assert names[0] == "hello" and names[-1] == "done"
     phases = [e["phase"] for e in run.of("status")]
-    assert [p for i, p in enumerate(phases) if i == 0 or phases[i - 1] != p] == \
-        ["loading_model", "caching", "training", "saving"]
+    assert list(dict.fromkeys(phases)) == ["loading_model", "caching", "training", "sampling",
+                                           "saving"]
+    assert phases[-1] == "saving"
+    # Samples after the first epoch (3 steps) and at the end, each prompt with and without the
+    # trigger word, rendered by the Generate tab's code with the A1111 parameters inside.
+    samples = run.of("sample")
+    assert [s["step"] for s in samples] == [3, 4]
+    assert samples[-1]["prompts"][0].startswith("zxq, ") and \
+        not samples[-1]["prompts"][1].startswith("zxq")
+    from PIL import Image
+
+    from studio import infotext
+    params = infotext.parse(Image.open(samples[-1]["paths"][0]).text["parameters"])
+    assert params.loras == (("tiny-style", 1.0),) and params.seed == 7
     progress = run.of("progress")
     assert progress[-1]["step"] == progress[-1]["total"] == 4  # the last step is always sent
     assert [p["step"] for p in progress] == sorted(p["step"] for p in progress)

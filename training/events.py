@@ -101,6 +101,12 @@ def _human(event: Event) -> str:
         return ("Stopped early; saved " if event.stopped else "Done: ") + event.path
     if isinstance(event, protocol.Hello):
         return f"LoRA Studio worker started (pid {event.pid})"
+    if isinstance(event, protocol.Warning):
+        return f"WARNING: {event.message}" + (f"\n  hint: {event.hint}" if event.hint else "")
+    if isinstance(event, protocol.Validation):
+        return f"Validation loss after epoch {event.epoch}: {event.loss:.4f}"
+    if isinstance(event, protocol.Sample):
+        return f"Samples at step {event.step}: {', '.join(event.paths)}"
     if isinstance(event, protocol.Checkpoint):
         return f"Checkpoint at step {event.step}: {event.path}"
     return event.to_json()
@@ -117,6 +123,7 @@ class Control:
 
     def __init__(self, stdin_control: bool = False, signals: bool = True):
         self._stop = threading.Event()
+        self._requests: set[str] = set()
         self.reason = ""
         if stdin_control:
             threading.Thread(target=self._read_stdin, name="stdin-control", daemon=True).start()
@@ -133,6 +140,13 @@ class Control:
             self.reason = reason
             self._stop.set()
 
+    def take(self, request: str) -> bool:
+        """Whether `request` (sample_now, save_now) was asked for since the last call."""
+        if request in self._requests:
+            self._requests.discard(request)
+            return True
+        return False
+
     def _on_signal(self, signum, frame) -> None:
         if signum == signal.SIGINT and self._stop.is_set():
             raise KeyboardInterrupt  # the user pressed Ctrl-C twice: stop without saving
@@ -146,4 +160,6 @@ class Control:
             if cmd and cmd["cmd"] == "stop":
                 self.request_stop("stop command")
                 return
+            if cmd and cmd["cmd"] in ("sample_now", "save_now"):
+                self._requests.add(cmd["cmd"])
         self.request_stop("stdin closed")  # the GUI that started us is gone

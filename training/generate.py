@@ -54,22 +54,38 @@ def lora_short_hash(path: Path) -> str:
     return data_section_sha256(path)[:12]
 
 
+def load_pipeline(base_model: str, project_root: Path, device: torch.device
+                  ) -> StableDiffusionPipeline:
+    folder, _ = resolve_folder(base_model, project_root)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    return StableDiffusionPipeline.from_pretrained(
+        folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+        local_files_only=True, dtype=dtype).to(device)
+
+
 class Generator:
-    def __init__(self, base_model: str, project_root: Path = Path.cwd(),
-                 device: str | None = None):
-        folder, self.model_name = resolve_folder(base_model, project_root)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        started = time.monotonic()
-        self.pipe = StableDiffusionPipeline.from_pretrained(
-            folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-            local_files_only=True, torch_dtype=dtype).to(self.device)
+    def __init__(self, pipe: StableDiffusionPipeline, model_name: str, base_model: str = "",
+                 live_adapter: tuple[str, float] | None = None):
+        """`live_adapter`: (title, strength) of a LoRA already inside the pipeline's UNet (the
+        one being trained), so sample infotext names it."""
+        self.pipe = pipe
         self.pipe.set_progress_bar_config(disable=True)
-        self.load_seconds = time.monotonic() - started
+        self.model_name = model_name
         self.base_model = base_model
-        self.base_loads = 1  # how often a base model was loaded (hot-swaps must not add to it)
+        self.live_adapter = live_adapter
+        self.load_seconds = 0.0
         self.adapters: dict[Path, Adapter] = {}
         self.active: list[tuple[Adapter, float]] = []
+
+    @classmethod
+    def load(cls, base_model: str, project_root: Path = Path.cwd(),
+             device: str | None = None) -> "Generator":
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        started = time.monotonic()
+        gen = cls(load_pipeline(base_model, project_root, dev),
+                  resolve_folder(base_model, project_root)[1], base_model)
+        gen.load_seconds = time.monotonic() - started
+        return gen
 
     def set_adapters(self, adapters: list[tuple[Path, float]]) -> None:
         """Make exactly these (file, strength) pairs active; load files not seen before."""
@@ -128,11 +144,12 @@ class Generator:
 
     def parameters(self, req: GenerateRequest, seed: int) -> infotext.Parameters:
         active = [(a, w) for a, w in self.active if w != 0]
+        live = (self.live_adapter,) if self.live_adapter else ()
         return infotext.Parameters(
             prompt=req.prompt, negative_prompt=req.negative_prompt, steps=req.steps,
             sampler=req.sampler, cfg_scale=req.cfg_scale, seed=seed, width=req.width,
             height=req.height, model=self.model_name,
-            loras=tuple((a.title, w) for a, w in active),
+            loras=tuple((a.title, w) for a, w in active) + live,
             lora_hashes=tuple((a.title, a.short_hash) for a, _ in active))
 
 

@@ -66,7 +66,7 @@ class Server:
         base = cmd["base_model"]
         if self.generator is None or self.generator.base_model != base:
             self.generator = None  # free the old pipeline before loading the next
-            self.generator = Generator(base, Path(cmd.get("project") or self.project_root))
+            self.generator = Generator.load(base, Path(cmd.get("project") or self.project_root))
             self.base_loads += 1
         self.sink.emit(Ready(base_model=base, seconds=round(self.generator.load_seconds, 3),
                              base_loads=self.base_loads))

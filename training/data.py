@@ -1,0 +1,118 @@
+"""The images of a run, ready for steps: bucketed cached latents, captions per step, batches."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import torch
+
+from studio import buckets
+from studio.caption_augment import CaptionRules, augment, detect_style, full_caption
+from studio.config import CaptionStyle, TrainConfig
+from studio.dataset import Item
+from training import cache
+
+
+def bucket_spec(cfg: TrainConfig) -> buckets.BucketSpec:
+    # The side limits never exclude the target resolution itself (a 64 px pocket model must not
+    # need its own bucket limits).
+    return buckets.BucketSpec(resolution=cfg.resolution, step=cfg.bucket_step,
+                              min_side=min(cfg.min_bucket_side, cfg.resolution),
+                              max_side=max(cfg.max_bucket_side, cfg.resolution),
+                              upscale=cfg.upscale_small_images)
+
+
+def bucket_sizes(items: list[Item], cfg: TrainConfig) -> list[tuple[int, int]]:
+    if not cfg.enable_buckets:
+        side = cfg.resolution // 8 * 8
+        return [(side, side)] * len(items)
+    spec = bucket_spec(cfg)
+    table = buckets.resolutions(spec)
+    return [buckets.assign(item.size, spec, table) for item in items]
+
+
+def split_validation(items: list[Item], cfg: TrainConfig) -> tuple[list[Item], list[Item]]:
+    """(training items, held-out validation items), chosen by the seed."""
+    n = cfg.validation_images
+    if n < 0:
+        n = max(2, round(0.05 * len(items))) if len(items) >= 20 else 0
+    n = min(n, len(items) - 1)
+    if n <= 0:
+        return items, []
+    held = set(random.Random(cfg.seed).sample(range(len(items)), n))
+    return ([it for i, it in enumerate(items) if i not in held],
+            [it for i, it in enumerate(items) if i in held])
+
+
+class TrainingData:
+    def __init__(self, items: list[Item], cfg: TrainConfig, base, cache_dir: Path,
+                 device: torch.device, on_progress=None, augment_captions: bool = True):
+        self.items = items
+        self.base = base
+        self.device = device
+        self.sizes = bucket_sizes(items, cfg)
+        self.flips = cfg.flip_horizontal and augment_captions
+        self.latents, self.latent_counts = cache.latents(items, self.sizes, self.flips, base,
+                                                         cache_dir, device, on_progress)
+        self.rules = CaptionRules(cfg.trigger_word, cfg.shuffle_tags, cfg.keep_tags,
+                                  cfg.tag_dropout, cfg.caption_dropout)
+        self.style = cfg.caption_style.value if cfg.caption_style != CaptionStyle.auto \
+            else detect_style([it.caption for it in items])
+        self.captions = [full_caption(it.caption, cfg.trigger_word) for it in items]
+        # Captions that change per step can't use cached embeddings: the (frozen) text encoder
+        # then runs each step, as kohya does when caption shuffling is on.
+        self.live_text = augment_captions and self.rules.varies
+        if self.live_text:
+            self.text, self.text_counts = None, cache.Counts()
+            base.text_encoder.to(device)
+        else:
+            self.text, self.text_counts = cache.texts(self.captions, base, cache_dir, device)
+            base.text_encoder.to("cpu")
+
+    def histogram(self) -> dict[str, int]:
+        return buckets.histogram(self.sizes)
+
+    def epoch_batches(self, epoch: int, seed: int, batch_size: int, rank: int = 0,
+                      world: int = 1) -> list[list[int]]:
+        """One epoch's batches for this rank: each image `repeats` times, every batch from one
+        bucket (same shape), batch order shuffled by (seed, epoch)."""
+        rng = random.Random(seed * 1_000_003 + epoch)
+        by_bucket: dict[tuple[int, int], list[int]] = {}
+        for i, item in enumerate(self.items):
+            by_bucket.setdefault(self.sizes[i], []).extend([i] * item.repeats)
+        batches = []
+        for size in sorted(by_bucket):
+            members = by_bucket[size]
+            rng.shuffle(members)
+            batches += [members[k:k + batch_size] for k in range(0, len(members), batch_size)]
+        rng.shuffle(batches)
+        per_rank = max(1, len(batches) // world)
+        if len(batches) < world:  # tiny datasets on many GPUs: every rank still gets a batch
+            batches = (batches * world)[:world]
+        return batches[rank::world][:per_rank]
+
+    def steps_per_epoch(self, batch_size: int, accumulation: int, world: int) -> int:
+        return max(1, math.ceil(len(self.epoch_batches(0, 0, batch_size, 0, world)) /
+                                accumulation))
+
+    def batch(self, indices: list[int], gen: torch.Generator, rng: random.Random
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents sampled from the cached posterior, unscaled; text embeddings) for a batch."""
+        means, stds = [], []
+        for i in indices:
+            flip = self.flips and rng.random() < 0.5
+            entry = self.latents[i]
+            means.append(entry["mean_flip" if flip else "mean"])
+            stds.append(entry["std_flip" if flip else "std"])
+        mean, std = torch.stack(means), torch.stack(stds)
+        # Sample the VAE posterior afresh each step, as encoding per step would.
+        latents = mean + std * torch.randn(mean.shape, generator=gen)
+        if self.live_text:
+            captions = [augment(self.items[i].caption, self.rules, self.style, rng)
+                        for i in indices]
+            text = cache.encode_text(self.base, captions, self.device)
+        else:
+            text = self.text[indices]
+        return latents, text

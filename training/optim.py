@@ -1,0 +1,49 @@
+"""Optimizers and learning-rate schedules, with clear messages where one is unavailable."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.optimization import get_scheduler
+
+from studio.config import LrSchedule, Optimizer, TrainConfig
+
+
+class OptimizerUnavailable(ValueError):
+    def __init__(self, message: str, hint: str):
+        super().__init__(message)
+        self.hint = hint
+
+
+def build_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
+    if cfg.optimizer == Optimizer.adamw:
+        # foreach: one fused launch per step over all LoRA tensors instead of one per tensor.
+        return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                 foreach=True)
+    if cfg.optimizer == Optimizer.adamw8bit:
+        if device.type != "cuda":
+            raise OptimizerUnavailable("AdamW 8-bit needs an NVIDIA GPU (bitsandbytes).",
+                                       "Choose the AdamW optimizer when training on this device.")
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise OptimizerUnavailable("AdamW 8-bit needs the bitsandbytes package.",
+                                       "Install it with: pip install bitsandbytes") from None
+        return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == Optimizer.prodigy:
+        from prodigyopt import Prodigy
+
+        # Prodigy estimates the step size itself; learning_rate is a multiplier (1.0 intended).
+        return Prodigy(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                       safeguard_warmup=cfg.lr_warmup_steps > 0, use_bias_correction=True)
+    from transformers.optimization import Adafactor
+
+    return Adafactor(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                     scale_parameter=False, relative_step=False, warmup_init=False)
+
+
+def build_schedule(cfg: TrainConfig, optimizer, total_steps: int):
+    name = cfg.lr_scheduler.value
+    if cfg.lr_scheduler == LrSchedule.constant and cfg.lr_warmup_steps:
+        name = "constant_with_warmup"  # diffusers' "constant" ignores warmup
+    return get_scheduler(name, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+                         num_training_steps=total_steps)

@@ -1,0 +1,61 @@
+"""Sample images during training, through the same Generator (and scheduler) as the Generate tab.
+
+Previews rendered by a different code path than real inference are a top complaint about other
+trainers (anchors.md); here the training UNet with its live LoRA is wrapped in a normal
+StableDiffusionPipeline and rendered by training.generate.Generator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+
+from studio.caption_augment import full_caption
+from studio.config import TrainConfig
+from studio.protocol import GenerateRequest
+from training.generate import Generator, save_png
+
+
+def sample_prompts(cfg: TrainConfig, captions: list[str]) -> list[str]:
+    """Each prompt with the trigger word and, as a control, without it."""
+    base = list(cfg.sample_prompts) or list(dict.fromkeys(c for c in captions if c))[:2] or [""]
+    prompts = []
+    for prompt in base:
+        bare = ", ".join(t for t in (p.strip() for p in prompt.split(","))
+                         if t and t != cfg.trigger_word)
+        if cfg.trigger_word:
+            prompts.append(full_caption(bare, cfg.trigger_word))
+        prompts.append(bare)
+    return list(dict.fromkeys(prompts))
+
+
+@torch.no_grad()
+def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step: int,
+           device: torch.device, dtype: torch.dtype) -> list[Path]:
+    """One image per prompt with the fixed sample seed; the UNet is left as it was found."""
+    was_training = unet.training
+    text_device = next(base.text_encoder.parameters()).device
+    unet.eval()
+    base.vae.to(device)
+    base.text_encoder.to(device)
+    pipe = StableDiffusionPipeline(
+        vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet,
+        scheduler=base.noise_scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    generator = Generator(pipe, base.name, live_adapter=(cfg.output_name, 1.0))
+    paths = []
+    try:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            for k, prompt in enumerate(prompts):
+                req = GenerateRequest(prompt=prompt, seed=cfg.seed, steps=cfg.sample_steps,
+                                      cfg_scale=cfg.sample_cfg_scale, width=cfg.resolution,
+                                      height=cfg.resolution)
+                for _, _, image, text in generator.generate(req):
+                    paths.append(save_png(image, text, out_dir / f"step{step:06d}-{k}.png"))
+    finally:
+        base.vae.to("cpu")
+        base.text_encoder.to(text_device)
+        unet.train(was_training)
+    return paths
