@@ -9,11 +9,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
+
+from studio import images
 
 from studio.caption_augment import full_caption  # noqa: F401 - part of this module's API
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_EXTENSIONS = images.EXTENSIONS
 _REPEATS = re.compile(r"^(\d+)_(.+)$")  # kohya: "10_mystyle" = images trained 10 times per epoch
 METADATA_FILE = "metadata.jsonl"  # Hugging Face imagefolder captions: {"file_name", "text"}
 CAPTION_EXTENSIONS = (".txt", ".caption")
@@ -120,12 +122,10 @@ def _read_item(path: Path, name: str, repeats: int, from_metadata: dict[str, str
                findings: list[Finding]) -> Item | None:
     data = path.read_bytes()
     try:
-        with Image.open(path) as im:
-            im.load()
-            size = ImageOps.exif_transpose(im).size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        findings.append(Finding(path, f"cannot be decoded as an image ({exc}); fix or remove it",
-                                True))
+        size = images.open_rgb(path)[0].size  # a full decode, exactly as training will do it
+    except images.ImageProblem as exc:
+        findings.append(Finding(path, f"cannot be decoded as an image ({exc.reason}); fix or "
+                                      f"remove it", True))
         return None
     cap_file = _caption_file(path)
     caption = ""
@@ -162,16 +162,10 @@ def tag_frequency(items: list[Item], trigger_word: str = "") -> dict[str, int]:
 
 
 def load_fitted(path: Path, size: tuple[int, int]) -> Image.Image:
-    """The image as trained: EXIF-rotated, alpha on white, resized to cover `size` (width,
-    height) and centre-cropped to it."""
-    with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-            im = im.convert("RGBA")
-            background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(background, im)
-        im = im.convert("RGB")
-        return ImageOps.fit(im, size, method=Image.Resampling.LANCZOS)
+    """The image as trained: normalised by images.open_rgb (EXIF, transparency, 16-bit, CMYK,
+    ICC), resized to cover `size` (width, height) and centre-cropped to it."""
+    image, _ = images.open_rgb(path)
+    return ImageOps.fit(image, size, method=Image.Resampling.LANCZOS)
 
 
-PREPROCESS_VERSION = "fit-lanczos-v1"  # bump when load_fitted changes: it is part of cache keys
+PREPROCESS_VERSION = "open_rgb-fit-lanczos-v2"  # bump when load_fitted changes: it is part of cache keys

@@ -197,8 +197,9 @@ def parse_event(line: str) -> Event | None:
 
 
 # Training: stop, sample_now, save_now. Serve: load{base_model, project},
-# generate{GenerateRequest}, grid{…}, cancel, quit.
-COMMANDS = ("stop", "sample_now", "save_now", "load", "generate", "grid", "cancel", "quit")
+# generate{GenerateRequest}, grid{…}, merge{adapters, out, format, precision}, cancel, quit.
+COMMANDS = ("stop", "sample_now", "save_now", "load", "generate", "grid", "merge", "cancel",
+            "quit")
 
 
 def command(name: str, **args: Any) -> str:

@@ -21,7 +21,10 @@ def loaded_after(code: str) -> set[str]:
 
 @pytest.mark.parametrize("module", ["studio.config", "studio.project", "studio.dataset",
                                     "studio.protocol", "studio.atomic",
-                                    "studio.safetensors_header"])
+                                    "studio.safetensors_header", "studio.images",
+                                    "studio.doctor", "studio.paths", "studio.buckets",
+                                    "studio.caption_augment", "studio.infotext",
+                                    "studio.grid"])
 def test_studio_needs_neither_qt_nor_torch(module):
     loaded = loaded_after(f"import {module}")
     assert not loaded & {*ML, "PySide6", "ui", "training"}

@@ -143,3 +143,15 @@ def test_one_shot_cli(tiny_model, lora_files, tmp_path):
     assert done["event"] == "gen_done" and len(done["paths"]) == 2
     seeds = [infotext.parse(Image.open(p).text["parameters"]).seed for p in done["paths"]]
     assert seeds == [0, 1]
+
+
+def test_merge_command_bakes_the_lora_in(serve, lora_files, tmp_path):
+    out = tmp_path / "merged.safetensors"
+    serve.send("merge", adapters=[[str(lora_files[0]), 0.7]], out=str(out), precision="fp32",
+               id="m")
+    done = serve.until("gen_done")[-1]
+    assert done["paths"] == [str(out)] and out.stat().st_size > 1_000_000
+    from studio.safetensors_header import read_header
+    tensors, meta = read_header(out)
+    assert any(k.startswith("model.diffusion_model.") for k in tensors)
+    assert meta["modelspec.architecture"] == "stable-diffusion-v1"

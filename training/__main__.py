@@ -132,6 +132,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from training import models
     from training.cache import CacheError
+    from training.optim import OptimizerUnavailable
     from training.train import train
 
     try:
@@ -140,6 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return fail(2, str(exc), exc.hint, "base_model")
     except CacheError as exc:
         return fail(2, str(exc), exc.hint, str(exc.path or ""))
+    except OptimizerUnavailable as exc:
+        return fail(2, str(exc), exc.hint, "optimizer")
     except KeyboardInterrupt:
         return fail(1, "Aborted without saving (Ctrl-C twice).", "Run again to start over.")
     except Exception as exc:  # noqa: BLE001 - every failure reaches the GUI as an error event

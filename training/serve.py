@@ -50,7 +50,8 @@ class Server:
             name = cmd.get("cmd")
             if name == "quit":
                 return 0
-            handler = {"load": self.load, "generate": self.generate, "grid": self.grid}.get(name)
+            handler = {"load": self.load, "generate": self.generate, "grid": self.grid,
+                       "merge": self.merge}.get(name)
             try:
                 if handler is None:
                     raise ValueError(f"unknown command {name!r}")
@@ -96,6 +97,18 @@ class Server:
         except Cancelled:
             pass
         self.sink.emit(GenDone(id=req.id, paths=paths, cancelled=self.cancel.is_set(),
+                               seconds=round(time.monotonic() - started, 3)))
+
+    def merge(self, cmd: dict) -> None:
+        """Bake LoRAs into a full model: {adapters: [[path, strength]], out, format, precision}."""
+        from training.merge import merge
+
+        gen = self._need_generator()
+        started = time.monotonic()
+        self.sink.emit(protocol.Status("saving", f"Merging into {cmd['out']}"))
+        out = merge(gen, [(Path(p), float(w)) for p, w in cmd["adapters"]], Path(cmd["out"]),
+                    cmd.get("format", "safetensors"), cmd.get("precision", "fp16"))
+        self.sink.emit(GenDone(id=cmd.get("id", ""), paths=[str(out)],
                                seconds=round(time.monotonic() - started, 3)))
 
     def grid(self, cmd: dict) -> None:

@@ -215,8 +215,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
                                    loss=float(loss_sum) / max(loss_n, 1),
                                    lr=lr_schedule.get_last_lr()[0], eta_s=eta), force=True)
             loss_sum, loss_n = 0.0, 0
-        if epoch_done and val is not None and main:
-            validate(step, epoch)
+        if (epoch_done or last or stopping) and val is not None and main:
+            validate(step, shown_epoch)  # each epoch's end, and the LoRA as finally saved
         if (cfg.save_every_n_steps and step % cfg.save_every_n_steps == 0 and not last
                 and not stopping) or control.take("save_now"):
             save_checkpoint(step, shown_epoch)
