@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from studio.diskspace import DiskFull, free_bytes, is_disk_full
+
 # safetensors and mkstemp create files 0600; LoRAs must be readable by other accounts and tools
 # (ComfyUI running as another user, a shared models folder): lora-formats.md §4.
 FILE_MODE = 0o644
@@ -33,9 +35,11 @@ def atomic_path(path: Path, mode: int = FILE_MODE) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, mode)
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if not isinstance(exc, DiskFull) and is_disk_full(exc):
+            raise DiskFull(path.parent, None, free_bytes(path.parent)) from exc
         raise
     _fsync_dir(path.parent)
 

@@ -251,6 +251,14 @@ class TrainConfig:
         0, "Checkpoint every N steps",
         "Also save the LoRA every N steps, to compare stages of training (0: only at the end).",
         "Output", minimum=0, maximum=1_000_000, step=50)
+    checkpoint_every_minutes: float = option(
+        10.0, "Resume point every N minutes",
+        "Save everything needed to resume (LoRA, optimizer, position) at least this often, so a "
+        "crash or power cut loses little. 0: only with the step checkpoints and on stop.",
+        "Output", minimum=0.0, maximum=1440.0, step=1.0, advanced=True)
+    keep_checkpoints: int = option(
+        3, "Resume points kept", "How many of the newest resume points to keep on disk.",
+        "Output", minimum=1, maximum=100, step=1, advanced=True)
     save_dtype: SaveDtype = option(
         SaveDtype.fp16, "Save precision",
         "Precision of the saved LoRA. fp16 is what other apps expect and half the size.", "Output",

@@ -108,6 +108,7 @@ class Error(Event):
     message: str = ""
     hint: str = ""
     field: str = ""  # the config field or file the problem is about, when there is one
+    fix: dict[str, Any] = dataclasses.field(default_factory=dict)  # settings that fix it
 
 
 # --- The generation worker (`python -m training serve`) ------------------------------------

@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting (repeatable), e.g. --set rank=32")
     train.add_argument("--run-dir", type=Path, help="use this (new or empty) run folder")
+    train.add_argument("--resume", nargs="?", const="latest", metavar="RUN_OR_CHECKPOINT",
+                       help="continue a stopped run: its latest resume point, or the given run "
+                            "folder or checkpoint (default: the newest in the project)")
     train.add_argument("--control-stdin", action="store_true",
                        help="GUI mode: a 'stop' command or stdin closing stops the run gracefully")
     train.add_argument("--json", action="store_true",
@@ -97,8 +100,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     setup_logging(None)
     project = Project(args.project.resolve())
 
-    def fail(code: int, message: str, hint: str = "", field: str = "") -> int:
-        sink.emit(protocol.Error(message=message, hint=hint, field=field))
+    def fail(code: int, message: str, hint: str = "", field: str = "", fix=None) -> int:
+        sink.emit(protocol.Error(message=message, hint=hint, field=field, fix=fix or {}))
         return code
 
     # Everything the user can get wrong is checked before anything is written.
@@ -119,8 +122,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         return fail(2, str(exc), "Fix or remove the files named above; the dataset folder is "
                                  "never changed by LoRA Studio.", str(first.path))
 
+    resume = None
+    if args.resume:
+        from training import checkpoint
+
+        resume = find_resume_point(project, args.resume)
+        if resume is None:
+            where = project.runs if args.resume == "latest" else args.resume
+            return fail(2, f"Nothing to resume: no complete resume point in {where}.",
+                        "Start a new run (without --resume).", "resume")
+        try:
+            checkpoint.check_compatible(checkpoint.verify(resume), cfg, checkpoint.
+                                        dataset_manifest(dataset.load(
+                                            project.resolve(cfg.dataset_dir), cfg.exclude_images,
+                                            cfg.repeats)))
+        except checkpoint.ResumeError as exc:
+            return fail(2, str(exc), exc.hint, "resume")
     if main_rank:
-        run = RunDir(args.run_dir.resolve()) if args.run_dir else project.new_run()
+        run = RunDir(resume.parent.parent) if resume else \
+            RunDir(args.run_dir.resolve()) if args.run_dir else project.new_run()
         run.path.mkdir(parents=True, exist_ok=True)
         atomic.write_text(run.config, config.to_toml(cfg))
         sink.attach_file(run.events)
@@ -130,19 +150,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     sink.emit(protocol.Status("loading_model", f"Run folder {run.path}", {"run_dir": str(run.path)}))
     control = Control(stdin_control=args.control_stdin)
 
+    from studio.diskspace import DiskFull
     from training import models
     from training.cache import CacheError
+    from training.checkpoint import ResumeError
     from training.optim import OptimizerUnavailable
-    from training.train import train
+    from training.train import OutOfMemory, TrainingDiverged, train
 
     try:
-        result = train(project, cfg, run, sink, control)
+        result = train(project, cfg, run, sink, control, resume)
     except models.ModelError as exc:
         return fail(2, str(exc), exc.hint, "base_model")
     except CacheError as exc:
         return fail(2, str(exc), exc.hint, str(exc.path or ""))
     except OptimizerUnavailable as exc:
         return fail(2, str(exc), exc.hint, "optimizer")
+    except ResumeError as exc:
+        return fail(2, str(exc), exc.hint, "resume")
+    except DiskFull as exc:
+        return fail(1, exc.strerror, exc.hint)
+    except OutOfMemory as exc:
+        return fail(1, str(exc), exc.hint, next(iter(exc.fix)), exc.fix)
+    except TrainingDiverged as exc:
+        return fail(1, str(exc), exc.hint, "learning_rate")
     except KeyboardInterrupt:
         return fail(1, "Aborted without saving (Ctrl-C twice).", "Run again to start over.")
     except Exception as exc:  # noqa: BLE001 - every failure reaches the GUI as an error event
@@ -152,6 +182,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                             files=[str(p) for p in result.files]))
     sink.close_file()
     return 0
+
+
+def find_resume_point(project: Project, spec: str) -> Path | None:
+    from training import checkpoint
+
+    if spec == "latest":
+        return checkpoint.latest([r.path for r in project.list_runs()])
+    path = Path(spec).resolve()
+    if (path / "state.json").is_file():
+        return path
+    return checkpoint.latest([path])
 
 
 def hint_for(exc: BaseException) -> str:

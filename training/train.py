@@ -12,11 +12,14 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
 from studio import dataset, protocol
+from studio.diskspace import DiskFull, ensure_free
 from studio.config import Precision, TrainConfig
 from studio.project import Project, RunDir
 from studio.protocol import Checkpoint, Progress, Status
-from training import models, sampling
+from training import checkpoint, models, sampling
 from training.data import TrainingData, split_validation
 from training.events import Control, EventSink
 from training.export import export_adapter
@@ -26,6 +29,32 @@ from training.optim import build_optimizer, build_schedule
 from training.watchdog import StepWatchdog
 
 log = logging.getLogger("training")
+MAX_BAD_STEPS = 5  # non-finite losses in a row before the run is given up
+
+
+class TrainingDiverged(RuntimeError):
+    hint = ("The loss became NaN or infinite several steps in a row. Lower the learning rate "
+            "(for example by half), or use bf16 instead of fp16; then resume or start again.")
+
+
+class OutOfMemory(RuntimeError):
+    def __init__(self, message: str, hint: str, fix: dict):
+        super().__init__(message)
+        self.hint, self.fix = hint, fix
+
+
+def memory_lever(cfg: TrainConfig) -> tuple[str, dict]:
+    """The next setting to change after a GPU out-of-memory error, most effective first."""
+    if not cfg.gradient_checkpointing:
+        return "Turn on gradient checkpointing.", {"gradient_checkpointing": True}
+    if cfg.batch_size > 1:
+        return (f"Lower the batch size to {cfg.batch_size // 2}.",
+                {"batch_size": cfg.batch_size // 2})
+    if cfg.optimizer.value == "adamw":
+        return "Use the Adafactor optimizer.", {"optimizer": "adafactor"}
+    if cfg.resolution > 512:
+        return "Lower the resolution to 512.", {"resolution": 512}
+    return "Lower the rank, or close other programs using the GPU.", {"rank": max(1, cfg.rank // 2)}
 
 
 @dataclass
@@ -52,7 +81,8 @@ def mixed_precision(cfg: TrainConfig) -> str:
 
 
 def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
-          control: Control) -> Result:
+          control: Control, resume: Path | None = None) -> Result:
+    """Train; `resume` is a checkpoint folder (runs/<id>/checkpoints/step-N) to continue from."""
     started_at = time.time()
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg))
     main, device = accelerator.is_main_process, accelerator.device
@@ -68,8 +98,12 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
 
     # 1. Data (already checked by the CLI) and the base model.
     data_dir = project.resolve(cfg.dataset_dir)
-    items, held_out = split_validation(
-        dataset.load(data_dir, cfg.exclude_images, cfg.repeats), cfg)
+    all_items = dataset.load(data_dir, cfg.exclude_images, cfg.repeats)
+    manifest = checkpoint.dataset_manifest(all_items)
+    items, held_out = split_validation(all_items, cfg)
+    state = checkpoint.verify(resume) if resume else None
+    if state:
+        checkpoint.check_compatible(state, cfg, manifest)  # before the slow parts
     sink.emit(Status("loading_model", f"Loading {cfg.base_model}"))
     base = models.load_base(cfg, project.root)
     prediction = base.prediction_type
@@ -128,12 +162,29 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
             training_started_at=started_at, session_id=session_id, finished_at=time.time(),
             mixed_precision=accelerator.mixed_precision)
 
+    lora_bytes = n_trainable * 4
+    last_resume_point = time.monotonic()
+
+    def resume_point(step: int) -> None:
+        """Everything needed to continue exactly from here (issue 8)."""
+        nonlocal last_resume_point
+        if main:
+            ensure_free(run.checkpoints, lora_bytes * 4)  # weights + 2 Adam moments + slack
+            model = accelerator.unwrap_model(unet)
+            checkpoint.save(run.checkpoints, get_peft_model_state_dict(model), optimizer,
+                            lr_schedule, checkpoint.rng_position(gen, rng, step, epoch, queue),
+                            cfg, manifest, cfg.keep_checkpoints)
+        last_resume_point = time.monotonic()
+        accelerator.wait_for_everyone()
+
     def save_checkpoint(step: int, epoch: int) -> None:
+        """A LoRA file for this step (to compare stages, e.g. in a grid) and a resume point."""
         if main:
             path = run.checkpoints / f"{cfg.output_name}-step{step:06d}.safetensors"
+            ensure_free(run.checkpoints, lora_bytes)
             export_adapter(accelerator.unwrap_model(unet), cfg, facts(step, epoch), path)
             sink.emit(Checkpoint(step=step, path=str(path)))
-        accelerator.wait_for_everyone()
+        resume_point(step)
 
     def samples(step: int, epoch: int) -> None:
         if main:
@@ -172,10 +223,19 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
     rng = random.Random(cfg.seed + rank)
     watchdog = StepWatchdog(enabled=device.type == "cuda")
     unet.train()
-    step, epoch, loss_sum, loss_n, t_first = 0, 0, 0.0, 0, None
+    step, epoch, loss_sum, loss_n, t_first, bad_steps = 0, 0, 0.0, 0, None, 0
     queue: list[list[int]] = []
+    if state:
+        lora, pos = checkpoint.restore(resume, state, optimizer, lr_schedule)
+        set_peft_model_state_dict(accelerator.unwrap_model(unet), lora)
+        gen.set_state(pos.gen_state)
+        rng.setstate(pos.rng_state)
+        step, epoch, queue = pos.step, pos.epoch, pos.queue
+        sink.emit(Status("training", f"Resumed from step {step} of {total}",
+                         {"resumed_from": step, "checkpoint": str(resume)}))
     while step < total:
         t_step = time.monotonic()
+        finite = torch.tensor(True, device=device)
         for micro in range(cfg.gradient_accumulation_steps):
             if not queue:
                 queue = data.epoch_batches(epoch, cfg.seed, cfg.batch_size, rank, world)
@@ -184,15 +244,37 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
             latents = (latents - shift) * scaling
             noise = sample_noise(latents.shape, gen, cfg.noise_offset)
             timesteps = torch.randint(0, n_timesteps, (len(idx),), generator=gen)
-            with accelerator.autocast():
-                loss = diffusion_loss(unet, latents.to(device), text.to(device), noise_scheduler,
-                                      prediction, noise.to(device), timesteps.to(device),
-                                      cfg.min_snr_gamma, weight_dtype)
-            accelerator.backward(loss / cfg.gradient_accumulation_steps)
-            loss_sum, loss_n = loss_sum + loss.detach(), loss_n + 1  # no host sync per step
+            try:
+                with accelerator.autocast():
+                    loss = diffusion_loss(unet, latents.to(device), text.to(device),
+                                          noise_scheduler, prediction, noise.to(device),
+                                          timesteps.to(device), cfg.min_snr_gamma, weight_dtype)
+                accelerator.backward(loss / cfg.gradient_accumulation_steps)
+            except torch.cuda.OutOfMemoryError:
+                optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                lever, fix = memory_lever(cfg)
+                raise OutOfMemory(f"The GPU ran out of memory at step {step + 1} (batch "
+                                  f"{cfg.batch_size}, {cfg.resolution} px).", lever, fix) from None
+            finite &= torch.isfinite(loss.detach())
+            loss_sum, loss_n = loss_sum + loss.detach(), loss_n + 1
             epoch_done = not queue
             if epoch_done:
                 epoch += 1
+        # A non-finite loss would poison the weights: skip the update, and give up after several
+        # in a row. This is the loop's one host-device sync per step, the price of never
+        # applying a NaN update (the loss value itself is only read when reported).
+        if not bool(finite):
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum, loss_n, bad_steps = 0.0, 0, bad_steps + 1
+            sink.emit(protocol.Warning(message=f"Step {step + 1}: the loss is not finite; the "
+                                               f"step was skipped.", hint=TrainingDiverged.hint))
+            if bad_steps >= MAX_BAD_STEPS:
+                resume_point(step)  # the weights are still those of the last good step
+                raise TrainingDiverged(f"The loss was not finite for {bad_steps} steps in a row "
+                                       f"(after step {step}); training stopped.")
+            continue
+        bad_steps = 0
         if cfg.max_grad_norm > 0:
             accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
@@ -220,6 +302,9 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
         if (cfg.save_every_n_steps and step % cfg.save_every_n_steps == 0 and not last
                 and not stopping) or control.take("save_now"):
             save_checkpoint(step, shown_epoch)
+        elif stopping or (cfg.checkpoint_every_minutes and not last and time.monotonic() -
+                          last_resume_point > 60 * cfg.checkpoint_every_minutes):
+            resume_point(step)
         if control.take("sample_now") or (not stopping and (
                 (cfg.sample_every_n_steps and step % cfg.sample_every_n_steps == 0) or
                 (cfg.sample_every_n_epochs and epoch_done and epoch % cfg.sample_every_n_epochs
@@ -233,6 +318,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
     unet = accelerator.unwrap_model(unet)
     files: list[Path] = []
     if main:
+        ensure_free(run.path, lora_bytes)
         files = export_adapter(unet, cfg, facts(step, max(epoch, 1)),
                                run.adapter(cfg.output_name))
     accelerator.wait_for_everyone()
