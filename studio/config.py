@@ -42,6 +42,12 @@ class Optimizer(enum.StrEnum):
     adafactor = "adafactor"
 
 
+class TargetPreset(enum.StrEnum):
+    attention = "attention"  # to_q, to_k, to_v, to_out.0: the usual choice for style
+    attention_ff = "attention_ff"  # + feed-forward and proj_in/proj_out: kohya's default set
+    custom = "custom"  # exactly the names in target_modules
+
+
 class CaptionStyle(enum.StrEnum):
     auto = "auto"
     tags = "tags"
@@ -149,10 +155,23 @@ class TrainConfig:
         16.0, "Alpha",
         "Scales the LoRA's effect by alpha / rank. Equal to the rank is neutral; half the rank "
         "trains more gently.", "LoRA", minimum=0.01, maximum=1024.0, step=1.0)
+    target_preset: TargetPreset = option(
+        TargetPreset.attention, "Layers trained",
+        "Which UNet layers get a LoRA: the attention projections (style, small files), "
+        "attention plus feed-forward and projections (kohya's set: more capacity, twice the "
+        "size), or your own list.", "LoRA", advanced=True)
     target_modules: tuple[str, ...] = option(
-        ("to_q", "to_k", "to_v", "to_out.0"), "Target layers",
-        "UNet layers that get a LoRA. The default, the attention projections, suits style.",
-        "LoRA", advanced=True)
+        ("to_q", "to_k", "to_v", "to_out.0"), "Custom layers",
+        "UNet layer names that get a LoRA when 'Layers trained' is custom.", "LoRA",
+        advanced=True)
+    train_text_encoder: bool = option(
+        False, "Train the text encoder",
+        "Also give the text encoder(s) a LoRA. Rarely needed for style; makes the trigger word "
+        "stronger and the file bigger.", "LoRA", advanced=True)
+    text_encoder_lr: float = option(
+        5e-5, "Text encoder learning rate",
+        "Learning rate of the text-encoder LoRA (usually lower than the UNet's).", "LoRA",
+        minimum=1e-7, maximum=1e-1, log_scale=True, advanced=True)
 
     # --- Training ---------------------------------------------------------------------------
     optimizer: Optimizer = option(
@@ -276,6 +295,20 @@ class TrainConfig:
     schema: int = field(default=SCHEMA_VERSION, metadata=dict(
         label="Schema", help="Version of this file's layout.", group="Internal", minimum=None,
         maximum=None, step=None, advanced=True, log_scale=False))
+
+
+TARGETS = {
+    TargetPreset.attention: ("to_q", "to_k", "to_v", "to_out.0"),
+    # kohya's LoRA on Transformer2DModel blocks: attention, feed-forward and the 1x1/linear
+    # projections in and out (sd-scripts networks/lora.py; lora-formats.md §1).
+    TargetPreset.attention_ff: ("to_q", "to_k", "to_v", "to_out.0", "ff.net.0.proj", "ff.net.2",
+                                "proj_in", "proj_out"),
+}
+
+
+def unet_targets(cfg: "TrainConfig") -> tuple[str, ...]:
+    """The UNet module names that get a LoRA under this config."""
+    return TARGETS.get(cfg.target_preset, cfg.target_modules)
 
 
 @dataclass(frozen=True)

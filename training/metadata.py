@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio.config import TrainConfig
+from studio.config import TrainConfig, unet_targets
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def build_metadata(cfg: TrainConfig, facts: TrainingFacts) -> dict[str, str]:
     precision = facts.mixed_precision or str(cfg.mixed_precision)
     res = cfg.resolution
     # kohya writes the CLI --network_args as JSON of strings; ours is the PEFT target list.
-    network_args = {"target_modules": ",".join(cfg.target_modules)}
+    network_args = {"target_modules": ",".join(unet_targets(cfg))}
     meta = {
         # The minimum keys other tools need to load/filter (kohya SS_METADATA_MINIMUM_KEYS).
         "ss_network_module": "networks.lora",

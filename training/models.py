@@ -11,7 +11,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from peft import LoraConfig
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from studio.config import PredictionType, TrainConfig
+from studio.config import PredictionType, TrainConfig, unet_targets
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
@@ -109,7 +109,7 @@ def lora_config(cfg: TrainConfig) -> LoraConfig:
     # init_lora_weights=True: A is Kaiming-uniform, B is zero, so B·A = 0 and the model at step 0
     # is exactly the base model (Hu et al. 2021, "LoRA", §4.1).
     return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=True,
-                      target_modules=list(cfg.target_modules))
+                      target_modules=list(unet_targets(cfg)))
 
 
 def add_lora(unet: UNet2DConditionModel, cfg: TrainConfig) -> list[torch.nn.Parameter]:
@@ -117,7 +117,7 @@ def add_lora(unet: UNet2DConditionModel, cfg: TrainConfig) -> list[torch.nn.Para
     try:
         unet.add_adapter(lora_config(cfg))
     except ValueError as exc:
-        raise ModelError(f"target_modules {list(cfg.target_modules)} do not match any UNet "
+        raise ModelError(f"target layers {list(unet_targets(cfg))} do not match any UNet "
                          f"layer ({exc}).", "Use layer names such as to_q, to_k, to_v, to_out.0.")
     params = [p for p in unet.parameters() if p.requires_grad]
     for p in params:  # LoRA weights train in fp32 even when the frozen weights are half precision
