@@ -141,3 +141,22 @@ def test_buckets_flip_live_captions_and_validation_through_the_cli(tmp_path, tin
     assert [v["step"] for v in runs[0].of("validation")] == [13, 14]  # epoch end, and the end
     assert val[0] == val[1]  # held-out loss is deterministic across reruns
     assert not runs[0].of("sample")  # samples turned off
+
+
+def test_planned_steps_match_the_batches_the_trainer_makes():
+    from studio import plan
+    from training.data import TrainingData
+
+    cfg = TrainConfig(batch_size=3, gradient_accumulation_steps=2, resolution=64,
+                      min_bucket_side=32, bucket_step=16, epochs=2)
+    sizes = plan.bucket_sizes([(64, 64)] * 7 + [(96, 48)] * 4 + [(48, 96)] * 2, cfg)
+    repeats = [1] * 10 + [3] * 3
+    data = TrainingData.__new__(TrainingData)  # only the batching, no model or cache
+    data.items = [dataset.Item(None, "", None, "", (0, 0), r) for r in repeats]
+    data.sizes = sizes
+    for world in (1, 2):
+        batches = data.epoch_batches(0, 0, cfg.batch_size, 0, world)
+        per_epoch, total = plan.steps(sizes, repeats, cfg, world)
+        assert per_epoch == -(-len(batches) // cfg.gradient_accumulation_steps)
+        assert total == 2 * per_epoch
+        assert all(len({sizes[i] for i in b}) == 1 for b in batches)  # one bucket per batch

@@ -3,6 +3,7 @@
     python -m training train PROJECT_DIR [--config FILE] [--set key=value ...] [--control-stdin]
     python -m training serve [--project DIR]          (generation worker; commands on stdin)
     python -m training generate --model M --prompt P [--lora FILE[:STRENGTH] ...] [--out DIR]
+    python -m training check PROJECT_DIR [--json]     (dataset doctor, steps, memory, time)
     python -m training defaults > settings.toml
     python -m training demo [--out DIR]
 
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--sampler", default="Euler")
     gen.add_argument("--count", type=int, default=1)
     gen.add_argument("--out", type=Path, default=Path("generated"))
+    check = sub.add_parser("check", help="check a project before training: dataset doctor, "
+                                         "buckets, steps, memory and time estimates")
+    check.add_argument("project", type=Path)
+    check.add_argument("--config", type=Path, help="TOML settings applied over project.toml")
+    check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
     sub.add_parser("defaults", help="print every setting with its help, as TOML")
     demo = sub.add_parser("demo", help="train the demo style LoRA on the bundled pocket model")
     demo.add_argument("--out", type=Path, help="where to create the demo project")
@@ -247,6 +254,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from training import check
+
+    project = Project(args.project.resolve())
+    try:
+        cfg = resolve_config(project, args.config, args.set)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if problems := config.validate(cfg):
+        print(ConfigError(problems), file=sys.stderr)
+        return 2
+    try:
+        result = check.report(project, cfg)
+    except dataset.DatasetError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(check.dumps(result) if args.json else check.to_text(result))
+    return 0 if result["ok"] else 2
+
+
 def cmd_defaults(args: argparse.Namespace) -> int:
     sys.stdout.write(config.to_toml(TrainConfig()) + "\n")
     return 0
@@ -263,7 +291,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "serve": cmd_serve, "generate": cmd_generate,
-                "defaults": cmd_defaults, "demo": cmd_demo}
+                "check": cmd_check, "defaults": cmd_defaults, "demo": cmd_demo}
     return commands[args.command](args)
 
 

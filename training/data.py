@@ -2,46 +2,21 @@
 
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 
 import torch
 
-from studio import buckets
+from studio import buckets, plan
 from studio.caption_augment import CaptionRules, augment, detect_style, full_caption
 from studio.config import CaptionStyle, TrainConfig
 from studio.dataset import Item
 from training import cache
 
 
-def bucket_spec(cfg: TrainConfig) -> buckets.BucketSpec:
-    # The side limits never exclude the target resolution itself (a 64 px pocket model must not
-    # need its own bucket limits).
-    return buckets.BucketSpec(resolution=cfg.resolution, step=cfg.bucket_step,
-                              min_side=min(cfg.min_bucket_side, cfg.resolution),
-                              max_side=max(cfg.max_bucket_side, cfg.resolution),
-                              upscale=cfg.upscale_small_images)
-
-
-def bucket_sizes(items: list[Item], cfg: TrainConfig) -> list[tuple[int, int]]:
-    if not cfg.enable_buckets:
-        side = cfg.resolution // 8 * 8
-        return [(side, side)] * len(items)
-    spec = bucket_spec(cfg)
-    table = buckets.resolutions(spec)
-    return [buckets.assign(item.size, spec, table) for item in items]
-
-
 def split_validation(items: list[Item], cfg: TrainConfig) -> tuple[list[Item], list[Item]]:
     """(training items, held-out validation items), chosen by the seed."""
-    n = cfg.validation_images
-    if n < 0:
-        n = max(2, round(0.05 * len(items))) if len(items) >= 20 else 0
-    n = min(n, len(items) - 1)
-    if n <= 0:
-        return items, []
-    held = set(random.Random(cfg.seed).sample(range(len(items)), n))
+    held = plan.held_out(cfg, len(items))
     return ([it for i, it in enumerate(items) if i not in held],
             [it for i, it in enumerate(items) if i in held])
 
@@ -52,7 +27,7 @@ class TrainingData:
         self.items = items
         self.base = base
         self.device = device
-        self.sizes = bucket_sizes(items, cfg)
+        self.sizes = plan.bucket_sizes([it.size for it in items], cfg)
         self.flips = cfg.flip_horizontal and augment_captions
         self.latents, self.latent_counts = cache.latents(items, self.sizes, self.flips, base,
                                                          cache_dir, device, on_progress)
@@ -93,9 +68,9 @@ class TrainingData:
             batches = (batches * world)[:world]
         return batches[rank::world][:per_rank]
 
-    def steps_per_epoch(self, batch_size: int, accumulation: int, world: int) -> int:
-        return max(1, math.ceil(len(self.epoch_batches(0, 0, batch_size, 0, world)) /
-                                accumulation))
+    def steps(self, cfg: TrainConfig, world: int) -> tuple[int, int]:
+        """(steps per epoch, total steps), as `check` and the GUI predict them."""
+        return plan.steps(self.sizes, [it.repeats for it in self.items], cfg, world)
 
     def batch(self, indices: list[int], gen: torch.Generator, rng: random.Random
               ) -> tuple[torch.Tensor, torch.Tensor]:

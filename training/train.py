@@ -140,8 +140,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
     n_trainable = sum(p.numel() for p in params)
     n_unet = sum(p.numel() for p in unet.parameters())
     optimizer = build_optimizer(cfg, params, device)
-    per_epoch = data.steps_per_epoch(cfg.batch_size, cfg.gradient_accumulation_steps, world)
-    total = cfg.max_steps or cfg.epochs * per_epoch
+    per_epoch, total = data.steps(cfg, world)
     lr_schedule = build_schedule(cfg, optimizer, total)
     unet, optimizer, lr_schedule = accelerator.prepare(unet, optimizer, lr_schedule)
     prompts = sampling.sample_prompts(cfg, data.captions)

@@ -1,0 +1,125 @@
+"""`python -m training check PROJECT`: everything worth knowing before a run, without training.
+
+The dataset doctor's findings, the bucket histogram and step count (studio.plan, the same code the
+trainer uses), the model and the size of its LoRA, and rough GPU memory and time for the device
+here, with the GPU-memory presets that fit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from studio import config, dataset, doctor, estimate, model_info, plan
+from studio.config import TrainConfig
+from studio.project import Project
+
+PRESETS = Path(__file__).resolve().parent.parent / "assets" / "presets"
+# Rough seconds per image-step of the full SD1.5 UNet at 512x512 with a LoRA (machine-notes.md §3:
+# 18-23 s on a 2-core CPU in fp32; anchors.md §3a: ~2000 steps in 15-20 min on consumer GPUs),
+# scaled by UNet size and pixels, plus a fixed per-step overhead (16 ms measured for the tiny
+# model on CPU). Good to a factor of two: the Train tab shows the measured ETA once running.
+SECONDS_PER_IMAGE_STEP = {"cuda": 0.35, "mps": 2.0, "cpu": 20.0}
+STEP_OVERHEAD = {"cuda": 0.01, "mps": 0.03, "cpu": 0.016}
+SD15_UNET_PARAMS = 860e6
+
+
+def device_info() -> dict:
+    import torch
+
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return {"kind": "cuda", "name": props.name, "memory_bytes": props.total_memory,
+                "count": torch.cuda.device_count()}
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return {"kind": "mps", "name": "Apple GPU", "memory_bytes": 0, "count": 1}
+    return {"kind": "cpu", "name": "CPU", "memory_bytes": 0, "count": 0}
+
+
+def seconds_per_step(kind: str, unet_params: int, cfg: TrainConfig) -> float:
+    pixels = (cfg.resolution / 512) ** 2
+    size = (unet_params or SD15_UNET_PARAMS) / SD15_UNET_PARAMS
+    return STEP_OVERHEAD[kind] + SECONDS_PER_IMAGE_STEP[kind] * size * pixels * cfg.batch_size \
+        * cfg.gradient_accumulation_steps
+
+
+def fitting_presets(info, cfg: TrainConfig, memory: int) -> list[dict]:
+    out = []
+    for path in sorted(PRESETS.glob("gpu-*.toml"), key=lambda p: int(p.stem[4:-2])):
+        layered = config.load(path, cfg)
+        est = estimate.estimate(info, layered)
+        need = est.gpu_bytes if est else 0
+        out.append({"preset": path.stem, "gpu_bytes": need,
+                    "fits": bool(memory and need and need < memory)})
+    return out
+
+
+def report(project: Project, cfg: TrainConfig) -> dict:
+    folder = project.resolve(cfg.dataset_dir)
+    doc = doctor.check(folder, cfg.exclude_images, cfg.resolution)
+    items, _ = dataset.scan(folder, cfg.exclude_images, cfg.repeats)
+    held = plan.held_out(cfg, len(items))
+    train_items = [it for i, it in enumerate(items) if i not in held]
+    sizes = plan.bucket_sizes([it.size for it in train_items], cfg)
+    per_epoch, total = plan.steps(sizes, [it.repeats for it in train_items], cfg)
+    info = model_info.inspect(cfg.base_model, project.root)
+    est = estimate.estimate(info, cfg)
+    device = device_info()
+    step_s = seconds_per_step(device["kind"], info.unet_params, cfg)
+    return {
+        "project": str(project.root), "dataset": str(folder),
+        "images": len(items), "training_images": len(train_items), "validation_images": len(held),
+        "image_steps_per_epoch": sum(it.repeats for it in train_items),
+        "buckets": plan.buckets.histogram(sizes) if sizes else {},
+        "steps_per_epoch": per_epoch, "total_steps": total,
+        "model": {"path": str(info.path or cfg.base_model), "architecture": info.architecture,
+                  "problem": info.problem, "unet_params": info.unet_params},
+        "lora": None if est is None else {
+            "layers": est.layers, "params": est.params, "share_of_unet": est.share,
+            "file_bytes": est.file_bytes},
+        "device": device,
+        "gpu_memory_bytes": est.gpu_bytes if est else 0,
+        "seconds_per_step": round(step_s, 4), "estimated_seconds": round(step_s * total, 1),
+        "presets": fitting_presets(info, cfg, device["memory_bytes"]),
+        "doctor": doc.to_json(),
+        "doctor_text": doc.to_text(),
+        "ok": not doc.errors and not info.problem,
+    }
+
+
+def to_text(r: dict) -> str:
+    h = estimate.human_bytes
+    lines = [f"Project {r['project']}",
+             f"Dataset {r['dataset']}: {r['images']} images ({r['training_images']} for "
+             f"training, {r['validation_images']} held out for validation), "
+             f"{r['image_steps_per_epoch']} image-steps per epoch"]
+    lines.append("Buckets: " + (", ".join(f"{k} x{v}" for k, v in r["buckets"].items()) or "—"))
+    lines.append(f"Steps: {r['steps_per_epoch']} per epoch, {r['total_steps']} in total")
+    m = r["model"]
+    lines.append(f"Model: {m['path']} ({m['architecture'] or 'unknown architecture'})" +
+                 (f" — {m['problem']}" if m["problem"] else ""))
+    if r["lora"]:
+        lo = r["lora"]
+        share = f", {100 * lo['share_of_unet']:.2f}% of the UNet" if lo["share_of_unet"] else ""
+        lines.append(f"LoRA: {lo['layers']} layers, {lo['params']:,} parameters{share}, file "
+                     f"{h(lo['file_bytes'])}")
+    d = r["device"]
+    lines.append(f"Device: {d['name']}" + (f" ({h(d['memory_bytes'])})" if d["memory_bytes"]
+                                           else ""))
+    if r["gpu_memory_bytes"]:
+        lines.append(f"GPU memory needed (rough): {h(r['gpu_memory_bytes'])}")
+    lines.append(f"Time (rough): {estimate.human_duration(r['estimated_seconds'])} at "
+                 f"~{r['seconds_per_step']:.2f} s/step on this device")
+    fits = [p["preset"] for p in r["presets"] if p["fits"]]
+    if d["kind"] == "cuda":
+        lines.append("Presets that fit this GPU: " + (", ".join(fits) or "none — expect "
+                                                       "memory trouble"))
+    else:
+        lines.append("GPU presets (memory each needs): " + ", ".join(
+            f"{p['preset']} {h(p['gpu_bytes'])}" for p in r["presets"] if p["gpu_bytes"]))
+    lines += ["", r["doctor_text"]]
+    return "\n".join(lines)
+
+
+def dumps(r: dict) -> str:
+    return json.dumps(r, ensure_ascii=False, default=str)
