@@ -45,6 +45,12 @@ class TrainingData:
         else:
             self.text, self.text_counts = cache.texts(self.captions, base, cache_dir, device)
             base.text_encoder.to("cpu")
+        if device.type == "cuda":
+            # A few MB for a whole dataset: keep it on the GPU so a step never waits for a
+            # host-to-device copy (issue 9). Random draws still come from the CPU generator.
+            self.latents = [{k: v.to(device) for k, v in e.items()} for e in self.latents]
+            if self.text is not None:
+                self.text = self.text.to(device)
 
     def histogram(self) -> dict[str, int]:
         return buckets.histogram(self.sizes)
@@ -83,7 +89,7 @@ class TrainingData:
             stds.append(entry["std_flip" if flip else "std"])
         mean, std = torch.stack(means), torch.stack(stds)
         # Sample the VAE posterior afresh each step, as encoding per step would.
-        latents = mean + std * torch.randn(mean.shape, generator=gen)
+        latents = mean + std * torch.randn(mean.shape, generator=gen).to(mean.device)
         if self.live_text:
             captions = [augment(self.items[i].caption, self.rules, self.style, rng)
                         for i in indices]
