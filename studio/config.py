@@ -12,6 +12,8 @@ from typing import Any
 
 import tomli_w
 
+from studio.paths import name_problem
+
 SCHEMA_VERSION = 1
 
 
@@ -443,12 +445,9 @@ def validate(cfg: TrainConfig) -> list[Problem]:
         problems.append(Problem("base_model", "is empty: choose a model folder or Hub id"))
     if not cfg.target_modules:
         problems.append(Problem("target_modules", "needs at least one layer name"))
-    name = cfg.output_name
-    if not name.strip() or any(c in name for c in '<>:"/\\|?*') or name.strip(". ") != name \
-            or any(ord(c) < 32 for c in name):
-        problems.append(Problem("output_name", f"{name!r} is not a valid file name on every "
-                                               f"system (avoid <>:\"/\\|?* and leading/trailing "
-                                               f"dots or spaces)"))
+    if why := name_problem(cfg.output_name) or (
+            "starts with a dot or a space" if cfg.output_name[:1] in ". " else None):
+        problems.append(Problem("output_name", f"{cfg.output_name!r} {why}"))
     if cfg.trigger_word != cfg.trigger_word.strip() or "," in cfg.trigger_word:
         problems.append(Problem("trigger_word", "must not have surrounding spaces or commas"))
     return problems

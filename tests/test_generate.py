@@ -107,6 +107,10 @@ def test_bad_commands_get_an_error_and_the_worker_keeps_serving(serve, tmp_path)
     serve.send("generate", **REQ, sampler="Nope", out_dir=str(tmp_path))
     error = serve.next()
     assert error["event"] == "error" and "Unknown sampler" in error["message"]
+    pickled = tmp_path / "style.bin"
+    pickled.write_bytes(b"\x80\x04junk")
+    serve.send("generate", **REQ, adapters=[[str(pickled), 1.0]], out_dir=str(tmp_path))
+    assert "only .safetensors" in serve.next()["message"]
     serve.send("teleport")
     assert "unknown command" in serve.next()["message"]
     serve.send("generate", **REQ, out_dir=str(tmp_path), sampler="DPM++ 2M")

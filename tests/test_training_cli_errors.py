@@ -105,3 +105,31 @@ def test_excluded_broken_image_is_skipped_not_fatal(project):
     items = dataset.load(project / "dataset", exclude=("broken.png", "000.png"))
     assert [i.image.name for i in items] == ["001.png", "002.png"]
     assert (project / "dataset" / "broken.png").exists()
+
+
+class _Trap:
+    """Unpickling this creates a marker file: proof that a loader ran a user's pickle."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_model_folder_with_only_pickled_weights_is_refused_unopened(tmp_path, tiny_model):
+    import pickle
+    import shutil
+
+    model = tmp_path / "pickled-model"
+    shutil.copytree(tiny_model, model)
+    marker = tmp_path / "unpickled.marker"
+    (model / "unet" / "diffusion_model_weights.safetensors").unlink(missing_ok=True)
+    for f in (model / "unet").glob("*.safetensors"):
+        f.unlink()
+    (model / "unet" / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(_Trap(marker)))
+    project = make_project(tmp_path / "p", model, n_images=2)
+    run = run_cli("train", str(project))
+    assert run.returncode == 2 and run.events[-1]["field"] == "base_model"
+    assert not marker.exists()

@@ -60,7 +60,7 @@ def load_pipeline(base_model: str, project_root: Path, device: torch.device
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     return StableDiffusionPipeline.from_pretrained(
         folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        local_files_only=True, dtype=dtype).to(device)
+        local_files_only=True, use_safetensors=True, dtype=dtype).to(device)
 
 
 class Generator:
@@ -92,6 +92,10 @@ class Generator:
         for path, _ in adapters:
             path = Path(path).resolve()
             if path not in self.adapters:
+                if path.suffix.lower() != ".safetensors":
+                    raise ValueError(f"{path.name}: only .safetensors LoRA files are opened (other "
+                                     f"formats can run code when loaded).")
+                read_header(path)  # bounded header check: a damaged file is named, not loaded
                 name = f"lora{len(self.adapters)}"
                 self.pipe.load_lora_weights(str(path.parent), weight_name=path.name,
                                             adapter_name=name)

@@ -76,9 +76,13 @@ def load_base(cfg: TrainConfig, project_root: Path) -> BaseModel:
     kw = dict(local_files_only=True)
     try:
         tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw)
-        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", **kw)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", **kw)
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", **kw)
+        # use_safetensors: a folder holding only pickled .bin weights is refused rather than
+        # unpickled (never run code from a user's file; issue 8).
+        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder",
+                                                     use_safetensors=True, **kw)
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True, **kw)
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet",
+                                                    use_safetensors=True, **kw)
         # from_pretrained reads the model's own scheduler config, so prediction_type,
         # rescale_betas_zero_snr and timestep_spacing carry over; building DDPMScheduler from
         # hand-picked kwargs silently fell back to epsilon and wrecked v-prediction models.
