@@ -71,7 +71,8 @@ def resolve_folder(base_model: str, project_root: Path) -> tuple[Path, str]:
     raise ModelError(f"Base model not found: {path}", "Check the path in the Base model setting.")
 
 
-def load_base(cfg: TrainConfig, project_root: Path) -> BaseModel:
+def load_base(cfg: TrainConfig, project_root: Path,
+              unet_dtype: torch.dtype = torch.float32) -> BaseModel:
     folder, name = resolve_folder(cfg.base_model, project_root)
     kw = dict(local_files_only=True)
     try:
@@ -82,7 +83,8 @@ def load_base(cfg: TrainConfig, project_root: Path) -> BaseModel:
                                                      use_safetensors=True, **kw)
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True, **kw)
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet",
-                                                    use_safetensors=True, **kw)
+                                                    use_safetensors=True, torch_dtype=unet_dtype,
+                                                    **kw)
         # from_pretrained reads the model's own scheduler config, so prediction_type,
         # rescale_betas_zero_snr and timestep_spacing carry over; building DDPMScheduler from
         # hand-picked kwargs silently fell back to epsilon and wrecked v-prediction models.

@@ -16,9 +16,10 @@ class OptimizerUnavailable(ValueError):
 
 def build_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
     if cfg.optimizer == Optimizer.adamw:
-        # foreach: one fused launch per step over all LoRA tensors instead of one per tensor.
+        # fused: one kernel for all LoRA tensors; measured 4.5-7x faster than foreach on CPU
+        # (benchmarks, docs/benchmarks.md), and the usual choice on CUDA.
         return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                 foreach=True)
+                                 fused=device.type in ("cuda", "cpu"))
     if cfg.optimizer == Optimizer.adamw8bit:
         if device.type != "cuda":
             raise OptimizerUnavailable("AdamW 8-bit needs an NVIDIA GPU (bitsandbytes).",

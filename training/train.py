@@ -105,7 +105,10 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
     if state:
         checkpoint.check_compatible(state, cfg, manifest)  # before the slow parts
     sink.emit(Status("loading_model", f"Loading {cfg.base_model}"))
-    base = models.load_base(cfg, project.root)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
+        accelerator.mixed_precision, torch.float32)
+    # Loaded straight in the compute precision: host RAM never holds an fp32 SDXL UNet (10 GB).
+    base = models.load_base(cfg, project.root, unet_dtype=weight_dtype)
     prediction = base.prediction_type
     log.info("base model %s (%s, %s prediction)", base.name, base.version, prediction)
 
@@ -131,8 +134,6 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
     # 3. The LoRA on a frozen UNet. Frozen weights in half precision on the GPU save memory;
     #    the LoRA weights themselves stay fp32 (models.add_lora).
     unet = base.unet
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
-        accelerator.mixed_precision, torch.float32)
     unet.to(device, dtype=weight_dtype)
     params = models.add_lora(unet, cfg)
     if cfg.gradient_checkpointing:
@@ -234,7 +235,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
                          {"resumed_from": step, "checkpoint": str(resume)}))
     while step < total:
         t_step = time.monotonic()
-        finite = torch.tensor(True, device=device)
+        finite = None
         for micro in range(cfg.gradient_accumulation_steps):
             if not queue:
                 queue = data.epoch_batches(epoch, cfg.seed, cfg.batch_size, rank, world)
@@ -255,7 +256,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
                 lever, fix = memory_lever(cfg)
                 raise OutOfMemory(f"The GPU ran out of memory at step {step + 1} (batch "
                                   f"{cfg.batch_size}, {cfg.resolution} px).", lever, fix) from None
-            finite &= torch.isfinite(loss.detach())
+            ok = torch.isfinite(loss.detach())
+            finite = ok if finite is None else finite & ok
             loss_sum, loss_n = loss_sum + loss.detach(), loss_n + 1
             epoch_done = not queue
             if epoch_done:
@@ -285,9 +287,14 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
             sink.emit(warning)
 
         last = step == total
-        if control.stop_requested:
-            accelerator.set_trigger()
-        stopping = accelerator.check_trigger()  # every rank stops at the same step
+        if world == 1:
+            stopping = control.stop_requested  # no collective needed, and no device sync
+        else:
+            if control.stop_requested:
+                accelerator.set_trigger()
+            # check_trigger is an all-reduce (and a sync): every 10 steps is soon enough, and
+            # every rank still stops at the same step.
+            stopping = (step % 10 == 0 or last) and accelerator.check_trigger()
         shown_epoch = epoch if epoch_done else epoch + 1  # 1-based epoch this step belongs to
         if main and (last or stopping or sink.progress_due()):
             elapsed = time.monotonic() - t_first
