@@ -68,6 +68,13 @@ def ensure_installed() -> None:
             sys.exit("Could not install torch. Check the network connection and run this again.")
     if pip("-e", f"{ROOT}[{EXTRAS}]", torch_pin, *extra) != 0:
         sys.exit("Installing LoRA Studio's dependencies failed (see pip's message above).")
+    # --- CLIP tokenizer files for single-file checkpoints (issue 6) -----------------------------
+    # Generated from the MIT BPE table in the open-clip-torch wheel (lora-formats.md §8.4).
+    # Non-fatal: only single-file checkpoints need them, and the script can be rerun online.
+    if subprocess.call([str(venv_python()), str(ROOT / "scripts" / "make_clip_bpe.py")]) != 0:
+        print("warning: CLIP tokenizer files not generated (offline?); single-file checkpoints "
+              "need them: run `python scripts/make_clip_bpe.py` once while online.", flush=True)
+    # ---------------------------------------------------------------------------------------------
     stamp.write_text(wanted)
 
 
