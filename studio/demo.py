@@ -18,9 +18,9 @@ def assets_present() -> bool:
 
 
 def default_location() -> Path:
-    import platformdirs
+    from studio.settings import data_dir
 
-    return platformdirs.user_data_path("LoRA Studio", appauthor=False) / "demo-project"
+    return data_dir() / "demo-project"
 
 
 def create_demo_project(out: Path | None = None, model: Path | None = None,

@@ -1,0 +1,120 @@
+"""Numbers shown before training: LoRA size, steps, rough GPU memory (pure Python, instant).
+
+These update live as the artist drags the rank, so they use only layer shapes (studio/model_info)
+and arithmetic, never a model load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from studio import plan
+from studio.config import TrainConfig, unet_targets
+from studio.model_info import Layer, ModelInfo
+
+GB = 1024**3
+
+
+def matches(name: str, targets: tuple[str, ...]) -> bool:
+    """PEFT's rule for a list of target_modules: the module name equals a target or ends with
+    '.' + target (peft/tuners/tuners_utils.py `check_target_module_exists`)."""
+    return any(name == t or name.endswith("." + t) for t in targets)
+
+
+def targeted(layers: tuple[Layer, ...] | list[Layer], targets: tuple[str, ...]) -> list[Layer]:
+    return [layer for layer in layers if matches(layer.name, targets)]
+
+
+def lora_params(layers: list[Layer], rank: int) -> int:
+    """LoRA adds A (r x in·k) and B (out x r) to each wrapped layer: r·(in·k + out) parameters
+    (Hu et al. 2021, "LoRA" §4; for a conv, A is the kh x kw conv, B a 1x1 conv)."""
+    return sum(rank * (layer.n_in * layer.kernel + layer.n_out) for layer in layers)
+
+
+def plan_steps(cfg: TrainConfig, sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """(optimizer steps per epoch, total steps) for images of these sizes (in dataset order),
+    as the engine plans them (studio/plan.py): minus the held-out validation images, each image
+    `repeats` times, batches within one aspect bucket."""
+    held = plan.held_out(cfg, len(sizes))
+    train = [size for i, size in enumerate(sizes) if i not in held]
+    return plan.steps(plan.bucket_sizes(train, cfg), [cfg.repeats] * len(train), cfg)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    layers: int  # wrapped layers (UNet, plus the text encoder's when it is trained)
+    params: int  # trainable LoRA parameters
+    unet_params: int  # 0 = unknown
+    file_bytes: int
+    gpu_bytes: int  # 0 = unknown
+
+    @property
+    def share(self) -> float | None:
+        return self.params / self.unet_params if self.unet_params else None
+
+
+def file_size(params: int, n_layers: int, save_dtype: str) -> int:
+    """Bytes of the kohya .safetensors file: the weights, an alpha scalar per layer, and the
+    JSON header (≈ 160 bytes of key and offsets per tensor plus ≈ 4 KB of metadata)."""
+    per_value = 2 if save_dtype == "fp16" else 4
+    tensors = 3 * n_layers  # lora_down, lora_up, alpha
+    return params * per_value + n_layers * per_value + tensors * 160 + 4096
+
+
+def gpu_memory(unet_params: int, params: int, cfg: TrainConfig) -> int:
+    """A rough guess at peak GPU memory, for warnings, not a promise.
+
+    Basis: the full SD1.5 UNet at 512 px, batch 1, cached latents used about 3.1 GB for
+    activations and gradients on top of its fp32 weights (machine-notes.md §3, CPU RSS 7.0 GB
+    minus 3.4 GB weights and ≈0.45 GB runtime); half precision roughly halves that. Activations
+    scale with batch x pixels x model size; gradient checkpointing keeps roughly a quarter.
+    """
+    if not unet_params:
+        return 0
+    half = cfg.mixed_precision.value != "no"
+    weights = unet_params * (2 if half else 4)
+    lora_state = params * 16  # fp32 weights + gradients + two AdamW moments
+    scale = cfg.batch_size * (cfg.resolution / 512) ** 2 * (unet_params / 860e6)
+    activations = 3.1 * GB * (0.5 if half else 1.0) * scale
+    if cfg.gradient_checkpointing:
+        activations /= 4
+    runtime = 0.6 * GB  # CUDA context and allocator slack
+    return int(weights + lora_state + activations + runtime)
+
+
+def estimate(info: ModelInfo, cfg: TrainConfig) -> Estimate | None:
+    """The LoRA for `cfg` on the model `info` describes; None when its layers are unknown."""
+    if not info.layers:
+        return None
+    wrapped = targeted(info.layers, unet_targets(cfg))
+    if cfg.train_text_encoder:
+        wrapped += list(info.text_layers)
+    params = lora_params(wrapped, cfg.rank)
+    return Estimate(len(wrapped), params, info.unet_params,
+                    file_size(params, len(wrapped), cfg.save_dtype.value),
+                    gpu_memory(info.unet_params, params, cfg))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def human_count(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f} billion"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f} million"
+    return f"{n:,}"
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

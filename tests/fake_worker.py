@@ -1,0 +1,160 @@
+"""A stand-in for `python -m training` that plays scripted protocol events (for GUI tests).
+
+Same command line as the real worker (`train PROJECT --control-stdin [--run-dir DIR] [--set k=v]`);
+behaviour from environment variables so a test can pick it per WorkerProcess:
+
+    FAKE_WORKER_MODE    ok (default) | error | oom | crash | hang | noisy | warn
+    FAKE_WORKER_STEPS   progress steps (default 20)
+    FAKE_WORKER_DELAY   seconds between steps (default 0.02)
+    FAKE_WORKER_RECORD  file that gets every stdin line received, and "EOF" when stdin closes
+
+It starts in milliseconds (no torch), honours the `stop` command like the real worker (saves and
+exits 0 with `done.stopped = true`), and in `hang` mode ignores it so the kill backstop is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+stop = threading.Event()
+record_file: list[Path] = []  # the run's events.jsonl, once the run folder is known
+
+
+def emit(event: str, **fields) -> None:
+    line = json.dumps({"event": event, **fields})
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+    for path in record_file:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
+def write_samples(folder: Path, step: int) -> list[str]:
+    """Two small PNGs (a flat colour that changes with the step), written with Qt-free zlib."""
+    import struct
+    import zlib
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(2):
+        size = 160
+        colour = bytes(((step * 37 + i * 90) % 256, (step * 11) % 256, 160))
+        raw = b"".join(b"\x00" + colour * size for _ in range(size))
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + \
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)  # 8-bit RGB
+        png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) \
+            + chunk(b"IEND", b"")
+        path = folder / f"step{step:06d}-{i}.png"
+        path.write_bytes(png)
+        out.append(str(path))
+    return out
+
+
+def read_stdin(record: str | None) -> None:
+    for line in sys.stdin:
+        if record:
+            with open(record, "a", encoding="utf-8") as fh:
+                fh.write(line)
+        if '"stop"' in line:
+            stop.set()
+    if record:
+        with open(record, "a", encoding="utf-8") as fh:
+            fh.write("EOF\n")
+    stop.set()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command")
+    parser.add_argument("project", type=Path)
+    parser.add_argument("--control-stdin", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--run-dir", type=Path)
+    parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--resume", type=Path)
+    args = parser.parse_args()
+    mode = os.environ.get("FAKE_WORKER_MODE", "ok")
+    steps = int(os.environ.get("FAKE_WORKER_STEPS", "20"))
+    delay = float(os.environ.get("FAKE_WORKER_DELAY", "0.02"))
+    if args.control_stdin:
+        threading.Thread(target=read_stdin, args=(os.environ.get("FAKE_WORKER_RECORD"),),
+                         daemon=True).start()
+    run = args.resume or args.run_dir or args.project / "runs" / "fake"
+    run.mkdir(parents=True, exist_ok=True)
+    emit("hello", protocol=1, pid=os.getpid(), command="train")
+
+    if mode == "error":
+        emit("error", message="resolution: must be a multiple of 8, not 500",
+             hint="Fix the settings named above.", field="resolution")
+        return 2
+    if mode == "oom":
+        emit("error", message="The GPU ran out of memory at step 3.",
+             hint="Use a batch size of 1 and turn on gradient checkpointing.",
+             field="batch_size", fix={"batch_size": 1, "gradient_checkpointing": True})
+        return 1
+    (run / "config.toml").write_text("output_name = \"fake-style\"\n")
+    record_file.append(run / "events.jsonl")
+    emit("status", phase="loading_model", text=("Resuming " if args.resume else "") +
+         f"Run folder {run}", details={"run_dir": str(run)})
+    emit("status", phase="caching", text="Encoded 3/6", details={"done": 3, "total": 6})
+    emit("status", phase="training", text="Training 15,360 LoRA parameters",
+         details={"trainable_params": 15360, "unet_params": 990000, "steps": steps})
+    print("INFO training on the CPU with 1 CPU thread(s)", file=sys.stderr, flush=True)
+    if mode == "warn":
+        emit("warning", message="Training is much slower than expected.",
+             hint="Close other programs that use the GPU.")
+    if mode == "noisy":
+        print("a stray print on stdout", flush=True)
+        line = json.dumps({"event": "progress", "step": 1, "total": steps, "epoch": 1,
+                           "loss": 0.5, "lr": 1e-3, "eta_s": 3.0})
+        sys.stdout.write(line[:17])  # a JSON line split across two reads
+        sys.stdout.flush()
+        time.sleep(0.2)
+        sys.stdout.write(line[17:] + "\n")
+        sys.stdout.flush()
+    samples = run / "samples"
+    step = 0
+    for step in range(1, steps + 1):
+        if stop.is_set() and mode != "hang":
+            step -= 1
+            break
+        loss = 1.0 / (1 + 0.1 * step) + 0.05 * ((step * 7919) % 13) / 13
+        emit("progress", step=step, total=steps, epoch=1 + step // 10, loss=loss, lr=1e-3,
+             eta_s=(steps - step) * delay if step > 1 else None)
+        time.sleep(delay)
+        if step % max(1, steps // 3) == 0:  # "end of an epoch": validation loss and samples
+            emit("validation", step=step, epoch=step // max(1, steps // 3), loss=loss * 1.1)
+            emit("sample", step=step, epoch=step // max(1, steps // 3),
+                 paths=write_samples(samples, step), prompts=["zxq, a fox", "a fox"])
+        if mode == "crash" and step == steps // 2:
+            sys.stderr.write("Traceback (most recent call last):\n  File \"train.py\", line 1\n"
+                             "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate "
+                             "2.00 GiB\n")
+            sys.stderr.flush()
+            os._exit(134)  # like an abort: no done or error event
+        if mode == "hang" and step == 3:
+            while True:  # a worker stuck in a library call: never reads stdin again
+                time.sleep(0.1)
+    emit("status", phase="saving", text="Saving the LoRA", details={})
+    if stop.is_set() and step < steps:  # a resume point, as the engine writes on stop
+        point = run / "checkpoints" / f"step-{step:06d}"
+        point.mkdir(parents=True, exist_ok=True)
+        (point / "state.json").write_text(json.dumps({"step": step}))
+    adapter = run / "fake-style.safetensors"
+    adapter.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    emit("done", path=str(adapter), stopped=stop.is_set() and step < steps, step=step,
+         files=[str(adapter)])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

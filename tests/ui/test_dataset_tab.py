@@ -1,0 +1,121 @@
+"""The Dataset tab: open a folder, thumbnails and badges, caption editing with undo, exclusions,
+bulk edits; and that the artist's images are never written."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+
+from studio import captions
+from ui.bulk_dialogs import FindReplaceDialog
+from ui.dataset_model import ExcludedRole, IssuesRole
+from uihelpers import digests, open_and_wait
+from uifixtures import *  # noqa: F403 (pytest fixtures)
+
+
+def index_of(tab, path):
+    return tab.model.index(tab.model.row_of(path))
+
+
+def test_opening_a_folder_shows_every_image_with_its_findings(qtbot, window, art):
+    before = digests(art)
+    project = open_and_wait(qtbot, window, art)
+    tab = window.dataset_tab
+    assert window.stack.currentWidget() is window.tabs
+    assert tab.model.rowCount() == len(before) == 11
+    assert project.root.parent.name == "projects" and not (art / "project.toml").exists()
+    assert any(i.fatal for i in index_of(tab, art / "notes.png").data(IssuesRole))
+    assert index_of(tab, art / "art_000.jpg").data(IssuesRole) == []
+    # Thumbnails are decoded off the GUI thread and arrive as pixmaps.
+    qtbot.waitUntil(lambda: tab.loader.pending() == 0, timeout=20000)
+    assert index_of(tab, art / "art_000.jpg").data(Qt.ItemDataRole.DecorationRole) is not None
+    assert index_of(tab, art / "notes.png").data(Qt.ItemDataRole.DecorationRole) is None
+
+    tab.filter.setCurrentIndex(tab.filter.findData("duplicates"))
+    assert tab.proxy.rowCount() == 1 and tab.summary.findings.count() == 1
+    assert tab.summary.currentIndex() == 1  # a problem filter shows the findings list
+    tab.filter.setCurrentIndex(tab.filter.findData("problems"))
+    assert tab.proxy.rowCount() == 4
+    tab.filter.setCurrentIndex(0)
+    assert "of 11 images used for training" in tab.summary.text.text()
+    assert "cannot be used" in tab.summary.text.text()
+    assert digests(art) == before
+
+
+def test_a_caption_edit_is_saved_to_its_txt_and_can_be_undone(qtbot, window, art):
+    open_and_wait(qtbot, window, art)
+    tab, txt = window.dataset_tab, art / "art_000.txt"
+    original = txt.read_text()
+    tab.select_image(art / "art_000.jpg")
+    assert tab.captions.editor.toPlainText() == original
+    tab.captions.editor.setPlainText("ink wash, a heron")
+    qtbot.waitUntil(lambda: txt.read_text() == "ink wash, a heron", timeout=5000)  # autosave
+    assert "saved" in tab.captions.state.text()
+    assert not [p for p in art.iterdir() if p.name.startswith(".")]  # no temporary file left
+    window.session.undo_stack.undo()
+    assert txt.read_text() == original and tab.captions.editor.toPlainText() == original
+    window.session.undo_stack.redo()
+    assert txt.read_text() == "ink wash, a heron"
+
+
+def test_captioning_an_uncaptioned_image_creates_its_txt_and_undo_removes_it(qtbot, window, art):
+    open_and_wait(qtbot, window, art)
+    tab, image = window.dataset_tab, art / "art_002.jpg"
+    assert any(i.kind == "caption_missing" for i in window.session.report.issues_for(image))
+    tab.select_image(image)
+    tab.captions.editor.setPlainText("a lighthouse")
+    tab.select_image(art / "art_000.jpg")  # switching images saves at once
+    assert (art / "art_002.txt").read_text() == "a lighthouse"
+    assert not any(i.kind == "caption_missing" for i in window.session.report.issues_for(image))
+    window.session.undo_stack.undo()
+    assert not (art / "art_002.txt").exists() and image.exists()
+    assert any(i.kind == "caption_missing" for i in window.session.report.issues_for(image))
+
+
+def test_exclude_and_include_change_only_the_project_settings(qtbot, window, art, sd15):
+    before = digests(art)
+    project = open_and_wait(qtbot, window, art, sd15)
+    tab = window.dataset_tab
+    assert "cannot be read" in window.train_tab.reason.text()
+    tab.select_image(art / "notes.png")
+    assert tab.exclude_button.isEnabled() and not tab.include_button.isEnabled()
+    tab.exclude_button.click()
+    assert window.session.config.exclude_images == ("notes.png",)
+    window.session.save_now()
+    assert project.load_config().exclude_images == ("notes.png",)
+    assert index_of(tab, art / "notes.png").data(ExcludedRole)
+    assert "cannot be read" not in window.train_tab.reason.text()
+    window.session.undo_stack.undo()
+    assert window.session.config.exclude_images == ()
+    window.session.undo_stack.redo()
+    tab.select_image(art / "notes.png")
+    tab.include_button.click()
+    assert window.session.config.exclude_images == ()
+    assert digests(art) == before and (art / "notes.png").exists()
+
+
+def test_bulk_trigger_word_and_find_replace_are_undoable(qtbot, window, art):
+    before = digests(art)
+    open_and_wait(qtbot, window, art)
+    tab = window.dataset_tab
+    window.session.update(trigger_word="inkwash")
+    originals = {p: p.read_text() for p in art.glob("*.txt")}
+    tab.add_trigger_word()
+    for path in art.glob("*.txt"):
+        assert path.read_text().startswith("inkwash"), path
+    assert (art / "art_002.txt").read_text() == "inkwash"  # the uncaptioned image got one
+    window.session.undo_stack.undo()
+    assert {p: p.read_text() for p in art.glob("*.txt")} == originals
+    assert not (art / "art_002.txt").exists()
+
+    images = [art / f"art_00{i}.jpg" for i in range(4)]
+    dialog = FindReplaceDialog(images, "4 images")
+    qtbot.addWidget(dialog)
+    dialog.find.setText("flat colours")
+    expected = sum("flat colours" in originals.get(p.with_suffix(".txt"), "") for p in images)
+    assert f"{expected} caption(s) will change" in dialog.preview.text()
+    changed = tab.apply_bulk(images, dialog.edit(), "Remove 'flat colours'")
+    assert changed == expected > 0
+    assert all("flat colours" not in (captions.read(p) or "") for p in images)
+    window.session.undo_stack.undo()
+    assert {p: p.read_text() for p in art.glob("*.txt")} == originals
+    assert digests(art) == before

@@ -1,0 +1,228 @@
+"""The GUI's pure-Python helpers in studio/ (no Qt): settings, workspace, captions, the dataset
+doctor, run history, crash hints and LoRA delivery."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from studio import (captions, crash_hints, dataset_doctor, deliver, run_history, settings,
+                    workspace)
+from studio.config import TrainConfig
+from studio.project import Project, RunDir
+from uihelpers import digests
+from uifixtures import *  # noqa: F403 (pytest fixtures)
+
+
+# --- settings ---------------------------------------------------------------------------------
+def test_settings_round_trip_and_recent_lists(tmp_path):
+    path = tmp_path / "settings.toml"
+    s = settings.AppSettings()
+    for n in range(15):
+        s.remember_project(f"/p/{n}")
+    s.remember_project("/p/3")  # re-opening moves it to the front, no duplicate
+    s.remember_lora_folder("/comfy/models/loras")
+    settings.save(s, path)
+    loaded = settings.load(path)
+    assert loaded.recent_projects[0] == "/p/3" and loaded.last_project == "/p/3"
+    assert len(loaded.recent_projects) == settings.MAX_RECENT
+    assert len(set(loaded.recent_projects)) == len(loaded.recent_projects)
+    assert loaded.lora_folders == ["/comfy/models/loras"] and not loaded.warnings
+
+
+@pytest.mark.parametrize("content", ["not = [valid toml", b"\xff\xfe\x00garbage"])
+def test_a_broken_settings_file_gives_defaults_and_a_warning(tmp_path, content):
+    path = tmp_path / "settings.toml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    loaded = settings.load(path)
+    assert loaded.recent_projects == [] and len(loaded.warnings) == 1
+
+
+def test_bad_values_fall_back_one_by_one(tmp_path):
+    path = tmp_path / "settings.toml"
+    path.write_text('last_project = 42\nrecent_projects = ["/a", 3]\nlora_folders = ["/l"]\n'
+                    'unknown_key = "ignored"\n')
+    loaded = settings.load(path)
+    assert loaded.last_project == "" and loaded.recent_projects == []
+    assert loaded.lora_folders == ["/l"]  # the good value survives
+    assert len(loaded.warnings) == 2
+
+
+# --- workspace --------------------------------------------------------------------------------
+def test_a_folder_of_images_becomes_a_project_that_points_at_it(art, studio_home):
+    before = digests(art)
+    project = workspace.open_folder(art, base_model="/models/sd15")
+    assert project.root.parent == workspace.projects_dir()
+    assert project.root.is_relative_to(studio_home)
+    cfg = project.load_config()
+    assert Path(cfg.dataset_dir) == art.resolve() and Path(cfg.dataset_dir).is_absolute()
+    assert cfg.output_name == "my-art" and cfg.base_model == "/models/sd15"
+    assert workspace.open_folder(art) == project  # dropping it again reopens the same project
+    assert workspace.open_folder(project.root) == project  # so does the project folder itself
+    assert digests(art) == before and not (art / "project.toml").exists()
+
+
+def test_two_folders_with_the_same_name_get_two_projects(tmp_path):
+    a = tmp_path / "a" / "style"
+    b = tmp_path / "b" / "style"
+    for folder in (a, b):
+        folder.mkdir(parents=True)
+        (folder / "x.png").write_bytes(b"")
+    assert workspace.open_folder(a).root != workspace.open_folder(b).root
+
+
+def test_folders_without_images_explain_what_to_do(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(workspace.WorkspaceError) as info:
+        workspace.open_folder(tmp_path / "empty")
+    assert ".png" in info.value.hint
+    nested = tmp_path / "outer" / "inner"
+    nested.mkdir(parents=True)
+    (nested / "a.jpg").write_bytes(b"")
+    with pytest.raises(workspace.WorkspaceError) as info:
+        workspace.open_folder(tmp_path / "outer")
+    assert "inner" in info.value.hint
+
+
+# --- captions ---------------------------------------------------------------------------------
+def test_caption_edits_are_undone_exactly(tmp_path):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"png")
+    (tmp_path / "a.txt").write_text("old caption")
+    change = captions.write(image, "new caption")
+    assert (tmp_path / "a.txt").read_text() == "new caption"
+    captions.revert([change])
+    assert (tmp_path / "a.txt").read_text() == "old caption"
+    assert captions.write(image, "old caption") is None  # unchanged: nothing written
+
+    bare = tmp_path / "b.png"
+    bare.write_bytes(b"png")
+    created = captions.write(bare, "first caption")
+    assert created.old is None and (tmp_path / "b.txt").read_text() == "first caption"
+    captions.revert([created])  # undoing the creation removes only the caption file we made
+    assert not (tmp_path / "b.txt").exists() and bare.read_bytes() == b"png"
+
+
+def test_caption_sidecar_with_caption_extension_is_kept(tmp_path):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"png")
+    (tmp_path / "a.caption").write_text("\ufeffwith bom")
+    assert captions.read(image) == "with bom"
+    captions.write(image, "edited")
+    assert (tmp_path / "a.caption").read_text() == "edited" and not (tmp_path / "a.txt").exists()
+
+
+def test_bulk_edits():
+    assert captions.add_trigger("red, circle", "zxq") == "zxq, red, circle"
+    assert captions.add_trigger("zxq, red", "zxq") == "zxq, red"
+    assert captions.add_trigger("", "zxq") == "zxq"
+    swap = captions.replacer("cat", "dog", whole_words=True)
+    assert swap("cat, category, Cat") == "dog, category, Cat"
+    remove = captions.replacer("flat colours", "")
+    assert remove("soft shapes, flat colours, warm light") == "soft shapes, warm light"
+    assert captions.replacer("X", "y", match_case=False)("x x") == "y y"
+
+
+def test_bulk_writes_only_changed_captions(tmp_path):
+    images = []
+    for name, text in (("a", "zxq, red"), ("b", "blue")):
+        (tmp_path / f"{name}.png").write_bytes(b"")
+        (tmp_path / f"{name}.txt").write_text(text)
+        images.append(tmp_path / f"{name}.png")
+    changes = captions.bulk(images, lambda c: captions.add_trigger(c, "zxq"))
+    assert [c.image.name for c in changes] == ["b.png"]
+    assert captions.preview(images, lambda c: captions.add_trigger(c, "zxq")) == 0
+
+
+# --- dataset doctor ---------------------------------------------------------------------------
+def test_the_dataset_view_arranges_the_doctors_findings(art):
+    report = dataset_doctor.examine(art, resolution=512)
+    kinds = {(i.image.name, i.kind) for i in report.issues}
+    assert ("art_001_copy.jpg", "duplicate") in kinds
+    assert ("art_002.jpg", "caption_missing") in kinds
+    assert ("small_sketch.png", "too_small") in kinds
+    assert [i.image.name for i in report.blocking()] == ["notes.png"]
+    assert report.captions[art / "art_002.jpg"] == ""
+    assert len(report.used()) == len(report.images) - 1 == 10  # notes.png cannot be read
+    report.excluded = frozenset({"notes.png", "art_000.jpg"})
+    assert report.blocking() == [] and len(report.used()) == 9
+    summary = dataset_doctor.summarize(report, TrainConfig())
+    assert (summary.total, summary.used, summary.excluded) == (11, 9, 2)
+    assert summary.caption_style == "tags" and summary.small == 1 and summary.min_side == 320
+    assert sum(summary.buckets.values()) == 9
+    assert dataset_doctor.shows("duplicates", report.issues_for(art / "art_001_copy.jpg"), False)
+    assert not dataset_doctor.shows("errors", report.issues_for(art / "art_001_copy.jpg"), False)
+
+
+def test_caption_edits_update_the_report_without_a_rescan(art):
+    report = dataset_doctor.examine(art)
+    image = art / "art_002.jpg"
+    dataset_doctor.update_caption(report, image, "now captioned")
+    assert report.captions[image] == "now captioned"
+    assert not any(i.kind == "caption_missing" for i in report.issues_for(image))
+    dataset_doctor.update_caption(report, image, "  ")
+    assert [i.kind for i in report.issues_for(image)] == ["caption_empty"]
+
+
+# --- run history, crash hints, delivery -------------------------------------------------------
+def test_run_history_reads_outcomes(tmp_path):
+    project = Project(tmp_path)
+    run = project.new_run()
+    run.config.write_text("")
+    adapter = run.adapter("x")
+    adapter.write_bytes(b"lora")
+    events = [{"event": "progress", "step": 3, "total": 10},
+              {"event": "done", "path": str(adapter), "stopped": True, "step": 3}]
+    run.events.write_text("\n".join(json.dumps(e) for e in events) + "\n{truncated")
+    summary = run_history.history(project)[0]
+    assert (summary.status, summary.step, summary.total, summary.adapter) == \
+        ("stopped", 3, 10, adapter)
+    assert run_history.summarize(RunDir(tmp_path / "missing")).status == "incomplete"
+
+
+def test_crash_hints():
+    assert "memory" in crash_hints.hint("torch.OutOfMemoryError: CUDA out of memory", 1, False)
+    assert "bootstrap" in crash_hints.hint("ModuleNotFoundError: No module named 'torch'", 1,
+                                           False)
+    assert "RAM" in crash_hints.hint("", -9, True)
+    assert "log" in crash_hints.hint("something odd", 3, False)
+
+
+def test_copy_lora_is_atomic_and_brings_its_sidecar(tmp_path):
+    adapter = tmp_path / "run" / "style.safetensors"
+    adapter.parent.mkdir()
+    adapter.write_bytes(b"weights")
+    adapter.with_suffix(".json").write_text("{}")
+    comfy = tmp_path / "ComfyUI"
+    (comfy / "models" / "loras").mkdir(parents=True)
+    target = deliver.lora_folder_for(comfy)
+    assert target == comfy / "models" / "loras"
+    copies = deliver.copy_lora(adapter, target)
+    assert [c.name for c in copies] == ["style.safetensors", "style.json"]
+    assert (target / "style.safetensors").read_bytes() == b"weights"
+    assert deliver.conflicts(adapter, target) == copies
+    assert not [p for p in target.iterdir() if p.name.startswith(".")]  # no temporary left
+
+
+
+def test_a_new_resolution_rechecks_sizes_without_a_rescan(art):
+    report = dataset_doctor.examine(art, resolution=512)
+    dataset_doctor.update_resolution(report, 700)
+    rescanned = dataset_doctor.examine(art, resolution=700)
+    assert {i.image for i in report.issues if i.kind == "too_small"} == \
+        {i.image for i in rescanned.issues if i.kind == "too_small"}
+    assert len([i for i in report.issues if i.kind == "too_small"]) > 1
+
+
+def test_run_history_reads_only_the_end_of_long_event_files(tmp_path):
+    project = Project(tmp_path)
+    run = project.new_run()
+    run.config.write_text("")
+    progress = "\n".join(json.dumps({"event": "progress", "step": i, "total": 50_000})
+                         for i in range(1, 50_001))
+    run.events.write_text(progress + "\n" + json.dumps({"event": "error", "message": "boom"}))
+    assert run.events.stat().st_size > 10 * run_history.TAIL_BYTES
+    summary = run_history.summarize(run)
+    assert (summary.status, summary.step, summary.message) == ("failed", 50_000, "boom")

@@ -1,0 +1,110 @@
+"""Base model picker: a folder, a file or a Hub id (editable, with recent models), and what it
+is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton,
+                               QVBoxLayout, QWidget)
+
+from studio import estimate, model_info
+from studio.config import FIELDS
+from studio.model_info import ModelInfo
+from ui import theme
+
+# Combo boxes sized by a few characters, not by their longest entry (a long path would
+# otherwise widen the whole settings column).
+SHRINKABLE = QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+
+
+class ModelPicker(QWidget):
+    """`changed(value, info)` fires when the chosen model changes (debounced while typing)."""
+
+    changed = Signal(str, object)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.project_root: Path | None = None
+        self.info = ModelInfo(None, "", "No base model chosen.")
+        self.combo = QComboBox()
+        self.combo.setEditable(True)
+        self.combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        # A long model path must not widen the whole settings column.
+        self.combo.setSizeAdjustPolicy(SHRINKABLE)
+        self.combo.setMinimumContentsLength(12)
+        self.combo.setToolTip(FIELDS["base_model"].metadata["help"] + " Recent models are in "
+                              "the list.")
+        self.combo.lineEdit().setPlaceholderText("Model folder, file or Hub id")
+        self.combo.currentTextChanged.connect(lambda _: self._timer.start())
+        folder = QPushButton("Folder…")
+        folder.setToolTip("Choose a diffusers model folder (it contains model_index.json, unet/, "
+                          "vae/ and text_encoder/).")
+        folder.clicked.connect(self._choose_folder)
+        file = QPushButton("File…")
+        file.setToolTip("Choose a single-file .safetensors checkpoint.")
+        file.clicked.connect(self._choose_file)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self._timer = QTimer(self, singleShot=True, interval=300, timeout=self._inspect)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.combo, 1)
+        row.addWidget(folder)
+        row.addWidget(file)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(row)
+        layout.addWidget(self.status)
+
+    def set_recent(self, models: list[str]) -> None:
+        text = self.value()
+        self.combo.blockSignals(True)
+        self.combo.clear()
+        self.combo.addItems(models)
+        self.combo.setEditText(text)
+        self.combo.blockSignals(False)
+
+    def set_value(self, value: str, project_root: Path | None = None) -> None:
+        self.project_root = project_root
+        self.combo.blockSignals(True)
+        self.combo.setEditText(value)
+        self.combo.blockSignals(False)
+        self._inspect(emit=False)
+
+    def value(self) -> str:
+        return self.combo.currentText().strip()
+
+    def _choose_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose the base model folder",
+                                                self._start_dir())
+        if path:
+            self.combo.setEditText(path)
+            self._inspect()
+
+    def _choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a base model file", self._start_dir(),
+                                              "Safetensors checkpoints (*.safetensors)")
+        if path:
+            self.combo.setEditText(path)
+            self._inspect()
+
+    def _start_dir(self) -> str:
+        current = Path(self.value()).expanduser()
+        return str(current.parent if current.exists() else Path.home())
+
+    def _inspect(self, emit: bool = True) -> None:
+        self._timer.stop()
+        self.info = model_info.inspect(self.value(), self.project_root)
+        if self.info.ok:
+            params = (f" · UNet {estimate.human_count(self.info.unet_params)} parameters"
+                      if self.info.unet_params else "")
+            self.status.setText(f"✓ {self.info.architecture or 'Diffusers model'}{params}")
+            theme.set_role(self.status, "muted")
+        else:
+            arch = f"{self.info.architecture}: " if self.info.architecture else ""
+            self.status.setText(arch + self.info.problem)
+            theme.set_role(self.status, "error")
+        if emit:
+            self.changed.emit(self.value(), self.info)

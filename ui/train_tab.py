@@ -1,0 +1,222 @@
+"""The Train tab: settings on the left; Train/Stop, the live run, the log and past runs on the
+right. It owns the WorkerProcess of the current run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QPushButton, QSplitter,
+                               QSystemTrayIcon, QTabWidget, QVBoxLayout, QWidget)
+
+from studio import config, protocol
+from studio.project import RunDir
+from ui import outputs, theme
+from ui.app_settings import SettingsStore
+from ui.run_panel import RunPanel
+from ui.runs_list import RunsList
+from ui.session import ProjectSession
+from ui.train_settings import TrainSettings
+from ui.worker import WorkerProcess
+
+WorkerFactory = Callable[[], WorkerProcess]
+
+
+class TrainTab(QWidget):
+    status_message = Signal(str)
+    running_changed = Signal(bool)
+    run_finished = Signal(int, bool)  # exit code, crashed (after the view is updated)
+
+    def __init__(self, session: ProjectSession, store: SettingsStore,
+                 worker_factory: WorkerFactory = WorkerProcess, parent=None):
+        super().__init__(parent)
+        self.session, self.store, self.worker_factory = session, store, worker_factory
+        self.worker: WorkerProcess | None = None
+        self.settings = TrainSettings(session)
+        self.settings.validity_changed.connect(self.update_train_button)
+        self.settings.status_message.connect(self.status_message)
+        self.panel = RunPanel()
+        self.panel.field_requested.connect(self.settings.focus_field)
+        self.panel.banner.show_button.clicked.connect(self._show_result)
+        self.panel.banner.copy_button.setMenu(outputs.copy_menu(
+            self, lambda: self.panel.adapter, store, self.status_message.emit))
+        self.runs = RunsList(store)
+        self.runs.status_message.connect(self.status_message)
+        self.runs.resume_requested.connect(lambda run: self.start_training(resume=run))
+        self.panel.fix_requested.connect(self._apply_fix)
+
+        self.train_button = QPushButton("Train")
+        theme.set_role(self.train_button, "primary")
+        self.train_button.setToolTip("Start training with these settings (Ctrl+Return). Each run "
+                                     "gets its own folder; earlier LoRAs are kept.")
+        self.train_button.setShortcut("Ctrl+Return")
+        self.train_button.clicked.connect(lambda: self.start_training())  # not clicked(bool)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the current step and save the LoRA trained so "
+                                    "far.")
+        self.stop_button.clicked.connect(self.stop_training)
+        self.reason = QLabel()
+        self.reason.setWordWrap(True)
+        theme.set_role(self.reason, "warning")
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.train_button)
+        buttons.addWidget(self.stop_button)
+        buttons.addWidget(self.reason, 1)
+        lower = QTabWidget()
+        lower.addTab(self.panel.log, "Log")
+        lower.addTab(self.runs, "Runs")
+        self.lower = lower
+        right_split = QSplitter(Qt.Orientation.Vertical)
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addLayout(buttons)
+        top_layout.addWidget(self.panel)
+        right_split.addWidget(top)
+        right_split.addWidget(lower)
+        right_split.setStretchFactor(0, 4)
+        right_split.setStretchFactor(1, 1)
+        right_split.setChildrenCollapsible(False)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.settings)
+        split.addWidget(right_split)
+        split.setStretchFactor(0, 2)
+        split.setStretchFactor(1, 3)
+        split.setChildrenCollapsible(False)
+        split.splitterMoved.connect(lambda *_: setattr(self, "_user_sized", True))
+        self.split, self._user_sized = split, False
+        self.settings.setMinimumWidth(420)
+        layout = QVBoxLayout(self)
+        layout.addWidget(split)
+
+        session.project_changed.connect(self._on_project)
+        session.report_changed.connect(lambda _: self.update_train_button())
+        session.config_changed.connect(lambda _: self.update_train_button())
+        self.update_train_button()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if not self._user_sized:  # about a third for settings, until the artist drags it
+            width = self.split.width()
+            left = max(420, min(int(width * 0.36), 640))
+            self.split.setSizes([left, width - left])
+
+    def _on_project(self, project) -> None:
+        self.runs.set_project(project)
+        self.settings.model.set_recent(self.store.data.recent_models)
+        self.update_train_button()
+
+    def is_running(self) -> bool:
+        return self.worker is not None and self.worker.is_running()
+
+    def blocker(self) -> str:
+        """Why training cannot start now ("" when it can), phrased as what to do."""
+        if self.session.project is None:
+            return "Open a folder of images first (File ▸ Open images folder, or drop it here)."
+        info = self.settings.model_info
+        if not info.ok:
+            return f"Base model: {info.problem}"
+        if self.settings.problems:
+            first = self.settings.problems[0]
+            return (f"Fix {len(self.settings.problems)} setting(s) marked in red "
+                    f"({first.field.replace('_', ' ')}).")
+        report = self.session.report
+        if report is None:
+            return "Checking the dataset…"
+        if report.blocking():
+            return (f"{len(report.blocking())} image(s) cannot be read: exclude them on the "
+                    f"Dataset tab.")
+        if not report.used():
+            return "No images to train on: add images to the folder or include some."
+        return ""
+
+    def update_train_button(self) -> None:
+        running = self.is_running()
+        reason = "" if running else self.blocker()
+        self.train_button.setEnabled(not running and not reason)
+        self.stop_button.setEnabled(running and not self.worker.stop_requested)
+        self.reason.setText(reason)
+        if not running and self.panel.run_dir is None:  # no run yet in this session
+            self.panel.phase.setText("Ready to train." if not reason else "Not ready to train yet")
+
+    def start_training(self, resume: Path | None = None) -> None:
+        """A new run, or with `resume` (a run folder) the continuation of a stopped one."""
+        if self.is_running() or self.blocker():
+            return
+        project = self.session.project
+        self.session.save_now()  # the worker reads project.toml
+        try:
+            run = RunDir(resume) if resume else project.new_run()
+        except OSError as exc:
+            self.status_message.emit(f"Could not create the run folder: {exc}")
+            return
+        self.store.data.remember_model(self.session.config.base_model)
+        self.store.save()
+        self.settings.model.set_recent(self.store.data.recent_models)
+        if self.worker is not None:
+            self.worker.deleteLater()  # the previous run's, finished
+        self.worker = worker = self.worker_factory()
+        worker.setParent(self)
+        worker.event_received.connect(self._on_event)
+        worker.log_received.connect(self.panel.on_log)
+        worker.finished.connect(self._on_finished)
+        self.panel.begin(run.path)
+        self.lower.setCurrentIndex(0)
+        worker.start_train(project.root, None if resume else run.path, resume=resume)
+        self.runs.set_can_resume(False)
+        self.running_changed.emit(True)
+        self.update_train_button()
+        self.status_message.emit(f"{'Resuming' if resume else 'Training started'} in {run.path}")
+
+    def stop_training(self) -> None:
+        if self.is_running():
+            self.worker.stop()
+            self.panel.phase.setText("Stopping after this step and saving…")
+            self.update_train_button()
+
+    def _on_event(self, event) -> None:
+        self.panel.on_event(event)
+        if isinstance(event, protocol.Checkpoint):
+            self.runs.refresh()
+
+    def _on_finished(self, exit_code: int, crashed: bool) -> None:
+        worker = self.worker
+        message = self.panel.finish(exit_code, crashed, worker.stderr_text(),
+                                    worker.stop_requested)
+        run_dir = self.panel.run_dir
+        if run_dir is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()  # rejected before anything was written (bad settings): no litter
+        self.runs.set_can_resume(True)
+        self.runs.refresh()
+        self.status_message.emit(message)
+        self._notify(message)
+        self.update_train_button()
+        self.running_changed.emit(False)
+        self.run_finished.emit(exit_code, crashed)
+
+    def _apply_fix(self, fix: dict) -> None:
+        """The settings an error event suggests (e.g. a smaller batch after running out of GPU
+        memory), applied so the artist only has to press Train again."""
+        try:
+            cfg = config.from_dict(fix, self.session.config)
+        except config.ConfigError as exc:
+            self.status_message.emit(f"The suggested settings do not apply: {exc}")
+            return
+        self.session.set_config(cfg)
+        self.status_message.emit("Applied: " + ", ".join(f"{k} = {v}" for k, v in fix.items()))
+
+    def _notify(self, message: str) -> None:
+        """Flash the taskbar and, where there is a system tray, show a desktop notification."""
+        window = self.window()
+        QApplication.alert(window)
+        if not window.isActiveWindow() and QSystemTrayIcon.isSystemTrayAvailable():
+            tray = QSystemTrayIcon(window.windowIcon(), self)
+            tray.show()
+            tray.showMessage("LoRA Studio", message)
+
+    def _show_result(self) -> None:
+        target = self.panel.adapter or self.panel.run_dir
+        if target is not None:
+            outputs.open_folder(target)

@@ -1,0 +1,1 @@
+"""Small self-contained widgets (painted with QPainter, no project knowledge)."""
