@@ -118,3 +118,13 @@ def lora_files(tiny_model, tmp_path_factory) -> list[Path]:
             dataset_name="d", training_started_at=0.0, session_id=1)
         paths.append(export_adapter(unet, cfg, facts, out / f"tiny-step{step}.safetensors")[0])
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl(tmp_path_factory) -> Path:
+    import torch
+
+    torch.set_num_threads(1)
+    from training import tiny_model as builder
+
+    return builder.build_sdxl(tmp_path_factory.mktemp("models") / "tiny-sdxl")

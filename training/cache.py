@@ -129,29 +129,51 @@ def latents(items: list[Item], sizes: list[tuple[int, int]], flips: bool, base, 
     return out, Counts(encoded=len(todo), reused=len(keys) - len(todo))
 
 
-@torch.no_grad()
-def encode_text(base, captions: list[str], device: torch.device) -> torch.Tensor:
-    """[N, tokens, dim] last hidden states (what SD1.x's UNet cross-attends to)."""
-    tok = base.tokenizer
-    ids = tok(captions, padding="max_length", max_length=tok.model_max_length, truncation=True,
-              return_tensors="pt").input_ids.to(device)
-    return base.text_encoder(ids)[0].float()
+def _ids(tokenizer, captions: list[str], device: torch.device) -> torch.Tensor:
+    return tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                     truncation=True, return_tensors="pt").input_ids.to(device)
+
+
+def encode_text(base, captions: list[str], device: torch.device
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(hidden states [N, tokens, dim] the UNet cross-attends to, pooled [N, dim] or None).
+
+    SD1/SD2: the text encoder's last hidden state (what their pipelines use). SDXL (Podell et
+    al. 2023, §2.1): the penultimate hidden states of both encoders, concatenated, plus the
+    second encoder's pooled projection. Gradients flow only when the text encoders train.
+    """
+    if base.text_encoder_2 is None:
+        return base.text_encoder(_ids(base.tokenizer, captions, device))[0].float(), None
+    first = base.text_encoder(_ids(base.tokenizer, captions, device), output_hidden_states=True)
+    second = base.text_encoder_2(_ids(base.tokenizer_2, captions, device),
+                                 output_hidden_states=True)
+    hidden = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+    return hidden.float(), second.text_embeds.float()
 
 
 @torch.no_grad()
 def texts(captions: list[str], base, cache_dir: Path, device: torch.device
-          ) -> tuple[torch.Tensor, Counts]:
-    """Text embeddings for fixed captions, cached by caption text and text-encoder identity."""
+          ) -> tuple[torch.Tensor, torch.Tensor | None, Counts]:
+    """Text embeddings (and SDXL pooled embeddings) for fixed captions, cached by caption text
+    and the identity of every tokenizer and text encoder."""
     memo = cache_dir / "fingerprints.json"
-    text_id = _key(folder_fingerprint(base.folder / "text_encoder", memo),
-                   folder_fingerprint(base.folder / "tokenizer", memo))
+    parts = [folder_fingerprint(base.folder / sub, memo) for sub in
+             ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+             if (base.folder / sub).is_dir()]
+    text_id = _key(*parts)
     keys = [_key(caption, text_id) for caption in captions]
     todo = sorted({k: i for i, k in enumerate(keys)
                    if not _entry(cache_dir, "text", k).is_file()}.values())
     if todo:
-        base.text_encoder.to(device)
+        for encoder in base.text_encoders:
+            encoder.to(device)
         for i in todo:
-            hidden = encode_text(base, [captions[i]], device)[0].cpu()
-            _save(_entry(cache_dir, "text", keys[i]), {"hidden": hidden.contiguous()})
-    stacked = torch.stack([load_file(_entry(cache_dir, "text", k))["hidden"] for k in keys])
-    return stacked, Counts(encoded=len(todo), reused=len(set(keys)) - len(todo))
+            hidden, pooled = encode_text(base, [captions[i]], device)
+            entry = {"hidden": hidden[0].cpu().contiguous()}
+            if pooled is not None:
+                entry["pooled"] = pooled[0].cpu().contiguous()
+            _save(_entry(cache_dir, "text", keys[i]), entry)
+    entries = [load_file(_entry(cache_dir, "text", k)) for k in keys]
+    pooled = torch.stack([e["pooled"] for e in entries]) if "pooled" in entries[0] else None
+    return (torch.stack([e["hidden"] for e in entries]), pooled,
+            Counts(encoded=len(todo), reused=len(set(keys)) - len(todo)))

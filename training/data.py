@@ -23,7 +23,8 @@ def split_validation(items: list[Item], cfg: TrainConfig) -> tuple[list[Item], l
 
 class TrainingData:
     def __init__(self, items: list[Item], cfg: TrainConfig, base, cache_dir: Path,
-                 device: torch.device, on_progress=None, augment_captions: bool = True):
+                 device: torch.device, on_progress=None, augment_captions: bool = True,
+                 train_text: bool = False):
         self.items = items
         self.base = base
         self.device = device
@@ -38,19 +39,30 @@ class TrainingData:
         self.captions = [full_caption(it.caption, cfg.trigger_word) for it in items]
         # Captions that change per step can't use cached embeddings: the (frozen) text encoder
         # then runs each step, as kohya does when caption shuffling is on.
-        self.live_text = augment_captions and self.rules.varies
+        # Training the text encoders also means encoding every step (with gradients).
+        self.train_text = train_text
+        self.live_text = (augment_captions and self.rules.varies) or train_text
+        self.pooled = None
         if self.live_text:
             self.text, self.text_counts = None, cache.Counts()
-            base.text_encoder.to(device)
+            for encoder in base.text_encoders:
+                encoder.to(device)
         else:
-            self.text, self.text_counts = cache.texts(self.captions, base, cache_dir, device)
-            base.text_encoder.to("cpu")
+            self.text, self.pooled, self.text_counts = cache.texts(self.captions, base,
+                                                                   cache_dir, device)
+            for encoder in base.text_encoders:
+                encoder.to("cpu")
+        # SDXL's micro-conditioning (Podell et al. 2023, §2.2): original size, crop offset and
+        # target size of every image, so the model learns not to draw the crop.
+        self.time_ids = torch.tensor([sdxl_time_ids(it.size, size) for it, size in
+                                      zip(items, self.sizes)]) if base.is_sdxl else None
         if device.type == "cuda":
             # A few MB for a whole dataset: keep it on the GPU so a step never waits for a
             # host-to-device copy (issue 9). Random draws still come from the CPU generator.
             self.latents = [{k: v.to(device) for k, v in e.items()} for e in self.latents]
-            if self.text is not None:
-                self.text = self.text.to(device)
+            self.text, self.pooled, self.time_ids = (
+                None if t is None else t.to(device)
+                for t in (self.text, self.pooled, self.time_ids))
 
     def histogram(self) -> dict[str, int]:
         return buckets.histogram(self.sizes)
@@ -79,8 +91,9 @@ class TrainingData:
         return plan.steps(self.sizes, [it.repeats for it in self.items], cfg, world)
 
     def batch(self, indices: list[int], gen: torch.Generator, rng: random.Random
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(latents sampled from the cached posterior, unscaled; text embeddings) for a batch."""
+              ) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+        """(latents sampled from the cached posterior, unscaled; text embeddings; the UNet's
+        added conditioning for SDXL, else None) for a batch."""
         means, stds = [], []
         for i in indices:
             flip = self.flips and rng.random() < 0.5
@@ -93,7 +106,21 @@ class TrainingData:
         if self.live_text:
             captions = [augment(self.items[i].caption, self.rules, self.style, rng)
                         for i in indices]
-            text = cache.encode_text(self.base, captions, self.device)
+            with torch.set_grad_enabled(self.train_text):
+                text, pooled = cache.encode_text(self.base, captions, self.device)
         else:
-            text = self.text[indices]
-        return latents, text
+            text, pooled = self.text[indices], None if self.pooled is None else \
+                self.pooled[indices]
+        added = None if pooled is None else {"text_embeds": pooled,
+                                             "time_ids": self.time_ids[indices]}
+        return latents, text, added
+
+
+def sdxl_time_ids(size: tuple[int, int], bucket: tuple[int, int]) -> list[float]:
+    """(original h, w, crop top, left, target h, w) for an image of `size` centre-cropped into
+    `bucket` (load_fitted's geometry; crop offsets in resized pixels, as diffusers' SDXL
+    example computes them)."""
+    (w, h), (bw, bh) = size, bucket
+    scale = max(bw / w, bh / h)
+    top, left = round((h * scale - bh) / 2), round((w * scale - bw) / 2)
+    return [float(h), float(w), float(top), float(left), float(bh), float(bw)]

@@ -14,14 +14,15 @@ from typing import Callable, Iterator
 
 import torch
 from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, StableDiffusionPipeline, UniPCMultistepScheduler)
+                       EulerDiscreteScheduler, StableDiffusionPipeline, StableDiffusionXLPipeline,
+                       UniPCMultistepScheduler)
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from studio import atomic, infotext
 from studio.protocol import GenerateRequest
 from studio.safetensors_header import read_header
-from training.models import resolve_folder
+from training.models import load_base, resolve_folder
 
 # A1111 sampler names -> diffusers schedulers. Each is built with from_config(base scheduler) so
 # the model's prediction type, zero-terminal-SNR rescaling and timestep spacing carry over.
@@ -54,13 +55,25 @@ def lora_short_hash(path: Path) -> str:
     return data_section_sha256(path)[:12]
 
 
-def load_pipeline(base_model: str, project_root: Path, device: torch.device
-                  ) -> StableDiffusionPipeline:
-    folder, _ = resolve_folder(base_model, project_root)
+def pipeline_from_base(base, unet=None):
+    """A Stable Diffusion (XL) pipeline around loaded components (`unet` replaces the base UNet,
+    e.g. the one being trained), so previews use exactly the inference code path."""
+    parts = dict(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+                 unet=unet or base.unet, scheduler=base.noise_scheduler)
+    if base.is_sdxl:
+        return StableDiffusionXLPipeline(**parts, text_encoder_2=base.text_encoder_2,
+                                         tokenizer_2=base.tokenizer_2)
+    return StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def load_pipeline(base_model: str, project_root: Path, device: torch.device):
+    """Any base model the trainer accepts (folder, single file, Hub cache), ready to generate."""
+    from studio.config import TrainConfig
+
+    base = load_base(TrainConfig(base_model=base_model), project_root)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
-    return StableDiffusionPipeline.from_pretrained(
-        folder, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        local_files_only=True, use_safetensors=True, dtype=dtype).to(device)
+    return pipeline_from_base(base).to(device, dtype)
 
 
 class Generator:

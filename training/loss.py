@@ -29,12 +29,15 @@ def min_snr_weights(noise_scheduler, prediction: str, timesteps, gamma: float) -
 
 def diffusion_loss(unet, latents: torch.Tensor, text: torch.Tensor, noise_scheduler,
                    prediction: str, noise: torch.Tensor, timesteps: torch.Tensor,
-                   min_snr_gamma: float = 0.0, dtype: torch.dtype = torch.float32
-                   ) -> torch.Tensor:
-    """Mean loss over the batch. All tensors are on the UNet's device already."""
+                   min_snr_gamma: float = 0.0, dtype: torch.dtype = torch.float32,
+                   added_cond: dict | None = None) -> torch.Tensor:
+    """Mean loss over the batch. All tensors are on the UNet's device already. `added_cond`:
+    SDXL's pooled text embeddings and time ids."""
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
     target = target_for(noise_scheduler, prediction, latents, noise, timesteps)
-    pred = unet(noisy.to(dtype), timesteps, text.to(dtype)).sample
+    extra = {} if added_cond is None else {"added_cond_kwargs": {
+        k: v.to(dtype) for k, v in added_cond.items()}}
+    pred = unet(noisy.to(dtype), timesteps, text.to(dtype), **extra).sample
     per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if min_snr_gamma > 0:
         per_sample = per_sample * min_snr_weights(noise_scheduler, prediction, timesteps,

@@ -47,9 +47,11 @@ def _json(value: Any) -> str:
 
 
 def base_model_version(facts: TrainingFacts) -> str:
-    """kohya's ss_base_model_version: `sd_v1`, `sd_v1_v` for v-prediction, … (§7.1)."""
+    """kohya's ss_base_model_version: `sd_v1`, `sd_v1_v` for v-prediction, … (§7.1). kohya adds
+    `_v` only for SD1/SD2; SDXL is always `sdxl_base_v1-0` (modelspec.prediction_type says v)."""
     v_pred = facts.prediction_type == "v_prediction"
-    return facts.base_model_version + ("_v" if v_pred else "")
+    suffix = "_v" if v_pred and facts.base_model_version in ("sd_v1", "sd_v2") else ""
+    return facts.base_model_version + suffix
 
 
 def architecture(facts: TrainingFacts) -> str:

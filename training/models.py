@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from peft import LoraConfig
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from studio.config import PredictionType, TrainConfig, unet_targets
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
 
 
 class ModelError(ValueError):
@@ -26,22 +27,35 @@ class ModelError(ValueError):
 
 @dataclass
 class BaseModel:
-    name: str  # what metadata and the UI show: folder name or Hub id
-    folder: Path  # the diffusers folder the components came from
-    version: str  # kohya's ss_base_model_version family: "sd_v1" (SD2/SDXL: later)
+    name: str  # what metadata and the UI show: folder or file name, or Hub id
+    folder: Path  # the diffusers folder the components came from (single files: assembled)
+    version: str  # kohya's ss_base_model_version family: sd_v1, sd_v2, sdxl_base_v1-0
     tokenizer: CLIPTokenizer
     text_encoder: CLIPTextModel
     vae: AutoencoderKL
     unet: UNet2DConditionModel
     noise_scheduler: DDPMScheduler
+    tokenizer_2: CLIPTokenizer | None = None  # SDXL
+    text_encoder_2: torch.nn.Module | None = None  # SDXL (CLIPTextModelWithProjection)
+    notes: list[str] = field(default_factory=list)  # what detection found worth telling
 
     @property
     def prediction_type(self) -> str:
         return self.noise_scheduler.config.prediction_type
 
+    @property
+    def is_sdxl(self) -> bool:
+        return self.version.startswith("sdxl")
+
+    @property
+    def text_encoders(self) -> tuple:
+        return (self.text_encoder,) if self.text_encoder_2 is None else \
+            (self.text_encoder, self.text_encoder_2)
+
 
 def resolve_folder(base_model: str, project_root: Path) -> tuple[Path, str]:
-    """A local diffusers folder for a path or a Hub id (from the local cache only), and its name."""
+    """A local diffusers folder or single .safetensors file for a path or a Hub id (from the
+    local cache only), and its name."""
     path = Path(base_model).expanduser()
     if not path.is_absolute():
         path = project_root / path
@@ -49,14 +63,16 @@ def resolve_folder(base_model: str, project_root: Path) -> tuple[Path, str]:
         raise ModelError(f"{path.name} is a pickle checkpoint, which can run arbitrary code when "
                          f"loaded; LoRA Studio does not open those.",
                          "Convert it to .safetensors (or use the diffusers folder of the model).")
-    if path.suffix.lower() == ".safetensors":
-        raise ModelError(f"{path.name}: single-file checkpoints are not supported yet.",
-                         "Use the model's diffusers folder (with model_index.json) for now.")
+    if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        if not path.is_file():
+            raise ModelError(f"Base model not found: {path}",
+                             "Check the path in the Base model setting.")
+        return path, path.stem
     if path.is_dir():
         if not (path / "model_index.json").is_file() and not (path / "unet").is_dir():
             raise ModelError(f"{path} is not a diffusers model folder (no model_index.json).",
                              "Choose the folder that contains unet/, vae/, text_encoder/ and "
-                             "tokenizer/.")
+                             "tokenizer/, or a single .safetensors checkpoint.")
         return path, path.name
     if "/" in base_model and not Path(base_model).is_absolute() and base_model.count("/") == 1:
         from huggingface_hub import snapshot_download
@@ -71,17 +87,26 @@ def resolve_folder(base_model: str, project_root: Path) -> tuple[Path, str]:
     raise ModelError(f"Base model not found: {path}", "Check the path in the Base model setting.")
 
 
-def load_base(cfg: TrainConfig, project_root: Path,
-              unet_dtype: torch.dtype = torch.float32) -> BaseModel:
-    folder, name = resolve_folder(cfg.base_model, project_root)
+def _check_tokenizer(tokenizer, text_encoder, where: Path) -> None:
+    # transformers 5 builds a 2-token tokenizer without complaint when vocab/merges are missing
+    # (machine-notes.md §2); the text encoder then fails with an opaque IndexError.
+    if len(tokenizer) <= 258 or len(tokenizer) > text_encoder.config.vocab_size:
+        raise ModelError(f"The tokenizer in {where} has {len(tokenizer)} entries for a text "
+                         f"encoder of {text_encoder.config.vocab_size}: its vocab.json or "
+                         f"merges.txt is missing or wrong.", "Restore the tokenizer files.")
+
+
+def _version(unet_config, scheduler_config) -> str:
+    if unet_config.get("addition_embed_type") == "text_time":
+        return "sdxl_base_v1-0"
+    return "sd_v2" if unet_config.get("cross_attention_dim") == 1024 else "sd_v1"
+
+
+def _load_folder(folder: Path, name: str, unet_dtype: torch.dtype) -> BaseModel:
     kw = dict(local_files_only=True)
     try:
-        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw)
         # use_safetensors: a folder holding only pickled .bin weights is refused rather than
         # unpickled (never run code from a user's file; issue 8).
-        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder",
-                                                     use_safetensors=True, **kw)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True, **kw)
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet",
                                                     use_safetensors=True, torch_dtype=unet_dtype,
                                                     **kw)
@@ -89,26 +114,59 @@ def load_base(cfg: TrainConfig, project_root: Path,
         # rescale_betas_zero_snr and timestep_spacing carry over; building DDPMScheduler from
         # hand-picked kwargs silently fell back to epsilon and wrecked v-prediction models.
         noise_scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", **kw)
+        version = _version(unet.config, noise_scheduler.config)
+        base = BaseModel(
+            name, folder, version,
+            CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw),
+            CLIPTextModel.from_pretrained(folder, subfolder="text_encoder",
+                                          use_safetensors=True, **kw),
+            AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True, **kw),
+            unet, noise_scheduler)
+        if version.startswith("sdxl"):
+            base.tokenizer_2 = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2", **kw)
+            base.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
+                folder, subfolder="text_encoder_2", use_safetensors=True, **kw)
     except (OSError, ValueError, json.JSONDecodeError) as exc:
         raise ModelError(f"Could not load the model in {folder}: {exc}",
                          "The folder is incomplete or damaged; download or copy it again.") from None
-    # transformers 5 builds a 2-token tokenizer without complaint when vocab/merges are missing
-    # (machine-notes.md §2); the text encoder then fails with an opaque IndexError.
-    if len(tokenizer) <= 258 or len(tokenizer) > text_encoder.config.vocab_size:
-        raise ModelError(f"The tokenizer in {folder / 'tokenizer'} has {len(tokenizer)} entries "
-                         f"for a text encoder of {text_encoder.config.vocab_size}: its vocab.json "
-                         f"or merges.txt is missing or wrong.",
-                         "Restore the tokenizer files of this model.")
+    return base
+
+
+def _load_file(path: Path, cfg: TrainConfig, unet_dtype: torch.dtype) -> BaseModel:
+    from training import single_file
+
+    override = None if cfg.prediction_type == PredictionType.auto else cfg.prediction_type.value
+    try:
+        ck = single_file.load(path, prediction_type=override)
+    except single_file.SingleFileError as exc:
+        raise ModelError(str(exc), exc.hint) from None
+    return BaseModel(path.stem, ck.folder, ck.version, ck.tokenizer, ck.text_encoder, ck.vae,
+                     ck.unet.to(unet_dtype), ck.noise_scheduler, ck.tokenizer_2,
+                     ck.text_encoder_2, list(ck.detected.notes))
+
+
+def load_base(cfg: TrainConfig, project_root: Path,
+              unet_dtype: torch.dtype = torch.float32) -> BaseModel:
+    """Any supported base model, frozen, with its training noise scheduler."""
+    path, name = resolve_folder(cfg.base_model, project_root)
+    base = _load_file(path, cfg, unet_dtype) if path.is_file() else \
+        _load_folder(path, name, unet_dtype)
+    _check_tokenizer(base.tokenizer, base.text_encoder, base.folder / "tokenizer")
+    if base.tokenizer_2 is not None:
+        _check_tokenizer(base.tokenizer_2, base.text_encoder_2, base.folder / "tokenizer_2")
     if cfg.prediction_type != PredictionType.auto:
-        noise_scheduler = DDPMScheduler.from_config(noise_scheduler.config,
-                                                    prediction_type=cfg.prediction_type.value)
-    if unet.config.cross_attention_dim != text_encoder.config.hidden_size:
-        raise ModelError("This model's UNet and text encoder do not match (SDXL and SD2 come "
-                         "with a later version).", "Choose an SD1.x model.")
-    for module in (text_encoder, vae, unet):
+        base.noise_scheduler = DDPMScheduler.from_config(
+            base.noise_scheduler.config, prediction_type=cfg.prediction_type.value)
+    context = sum(te.config.hidden_size for te in base.text_encoders)
+    if base.unet.config.cross_attention_dim != context:
+        raise ModelError(f"This model's UNet expects text features of width "
+                         f"{base.unet.config.cross_attention_dim}, its text encoders give "
+                         f"{context}: the parts belong to different models.",
+                         "Use a complete model folder or checkpoint.")
+    for module in (*base.text_encoders, base.vae, base.unet):
         module.requires_grad_(False)
         module.eval()
-    return BaseModel(name, folder, "sd_v1", tokenizer, text_encoder, vae, unet, noise_scheduler)
+    return base
 
 
 def lora_config(cfg: TrainConfig) -> LoraConfig:
@@ -116,6 +174,22 @@ def lora_config(cfg: TrainConfig) -> LoraConfig:
     # is exactly the base model (Hu et al. 2021, "LoRA", §4.1).
     return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=True,
                       target_modules=list(unet_targets(cfg)))
+
+
+def add_text_lora(base: BaseModel, cfg: TrainConfig) -> list[torch.nn.Parameter]:
+    """A LoRA on every text encoder's attention and MLP Linears (kohya's set), trainable."""
+    from training.export import KOHYA_TE_TARGETS
+
+    params = []
+    for encoder in base.text_encoders:
+        encoder.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=True,
+                                       target_modules=list(KOHYA_TE_TARGETS)))
+        encoder.train()
+        trainable = [p for p in encoder.parameters() if p.requires_grad]
+        for p in trainable:
+            p.data = p.data.float()
+        params += trainable
+    return params
 
 
 def add_lora(unet: UNet2DConditionModel, cfg: TrainConfig) -> list[torch.nn.Parameter]:

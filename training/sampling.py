@@ -10,12 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
 
 from studio.caption_augment import full_caption
 from studio.config import TrainConfig
 from studio.protocol import GenerateRequest
-from training.generate import Generator, save_png
+from training.generate import Generator, pipeline_from_base, save_png
 
 
 def sample_prompts(cfg: TrainConfig, captions: list[str]) -> list[str]:
@@ -39,12 +38,10 @@ def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step
     text_device = next(base.text_encoder.parameters()).device
     unet.eval()
     base.vae.to(device)
-    base.text_encoder.to(device)
-    pipe = StableDiffusionPipeline(
-        vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet,
-        scheduler=base.noise_scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False)
-    generator = Generator(pipe, base.name, live_adapter=(cfg.output_name, 1.0))
+    for encoder in base.text_encoders:
+        encoder.to(device)
+    generator = Generator(pipeline_from_base(base, unet), base.name,
+                          live_adapter=(cfg.output_name, 1.0))
     paths = []
     try:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
@@ -56,6 +53,7 @@ def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step
                     paths.append(save_png(image, text, out_dir / f"step{step:06d}-{k}.png"))
     finally:
         base.vae.to("cpu")
-        base.text_encoder.to(text_device)
+        for encoder in base.text_encoders:
+            encoder.to(text_device)
         unet.train(was_training)
     return paths

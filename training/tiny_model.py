@@ -107,3 +107,51 @@ def build(folder: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
     return folder
+
+
+def build_sdxl(folder: Path, seed: int = 0) -> Path:
+    """A tiny random SDXL-architecture folder: two text encoders (pooled projection from the
+    second), `text_time` added conditioning (machine-notes.md §2)."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
+                              CLIPTokenizer)
+
+    folder = Path(folder)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
+        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
+        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=8,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16, 32, 32), in_channels=3, out_channels=3, latent_channels=4,
+        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=64, force_upcast=True)
+    common = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                  num_attention_heads=4, max_position_embeddings=77, vocab_size=1000,
+                  bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=32)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**common))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**common))
+    for sub in ("tokenizer", "tokenizer_2"):
+        write_tokenizer(folder / sub)
+    assert len(CLIPTokenizer.from_pretrained(folder / "tokenizer")) <= 1000
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        timestep_spacing="leading", steps_offset=1)
+    unet.save_pretrained(folder / "unet")
+    vae.save_pretrained(folder / "vae")
+    text_encoder.save_pretrained(folder / "text_encoder")
+    text_encoder_2.save_pretrained(folder / "text_encoder_2")
+    scheduler.save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionXLPipeline", "_diffusers_version": "0.42.1",
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
+    return folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -64,6 +65,7 @@ class Result:
     step: int
     stopped: bool
     unet: torch.nn.Module  # the trained UNet with its LoRA (for in-process tests)
+    text_encoders: tuple = ()  # the trained text encoders, when they trained
 
 
 def cpu_threads(cfg: TrainConfig) -> int:
@@ -116,7 +118,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
     sink.emit(Status("caching", f"Preparing {len(items)} images"))
     with accelerator.main_process_first():
         data = TrainingData(items, cfg, base, project.cache, device, on_progress=lambda d, t: (
-            sink.emit(Status("caching", f"Encoded {d}/{t}", {"done": d, "total": t}))))
+            sink.emit(Status("caching", f"Encoded {d}/{t}", {"done": d, "total": t}))),
+            train_text=cfg.train_text_encoder)
         val = TrainingData(held_out, cfg, base, project.cache, device, augment_captions=False) \
             if held_out else None
     sink.emit(Status("caching", f"Cache ready: {data.latent_counts.encoded} encoded, "
@@ -136,14 +139,26 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
     unet = base.unet
     unet.to(device, dtype=weight_dtype)
     params = models.add_lora(unet, cfg)
+    # Optional text-encoder LoRA (kohya's q/k/v/out/fc1/fc2), with its own learning rate.
+    text_params = models.add_text_lora(base, cfg) if cfg.train_text_encoder else []
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     n_trainable = sum(p.numel() for p in params)
     n_unet = sum(p.numel() for p in unet.parameters())
-    optimizer = build_optimizer(cfg, params, device)
+    groups = [{"params": params}] + ([{"params": text_params, "lr": cfg.text_encoder_lr}]
+                                     if text_params else [])
+    optimizer = build_optimizer(cfg, groups, device)
     per_epoch, total = data.steps(cfg, world)
     lr_schedule = build_schedule(cfg, optimizer, total)
-    unet, optimizer, lr_schedule = accelerator.prepare(unet, optimizer, lr_schedule)
+    trained_text = base.text_encoders if text_params else ()
+    unet, optimizer, lr_schedule, *wrapped_text = accelerator.prepare(unet, optimizer,
+                                                                       lr_schedule, *trained_text)
+    if wrapped_text:  # encode through the (DDP-)wrapped encoders so their gradients sync
+        base.text_encoder, base.text_encoder_2 = (wrapped_text + [None])[:2]
+    params = params + text_params
+
+    def unwrapped_text() -> tuple:
+        return tuple(accelerator.unwrap_model(te) for te in wrapped_text)
     prompts = sampling.sample_prompts(cfg, data.captions)
     sink.emit(Status("training", f"Training {n_trainable:,} LoRA parameters "
                                  f"({100 * n_trainable / n_unet:.2f}% of the UNet) for {total} "
@@ -171,7 +186,11 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
         if main:
             ensure_free(run.checkpoints, lora_bytes * 4)  # weights + 2 Adam moments + slack
             model = accelerator.unwrap_model(unet)
-            checkpoint.save(run.checkpoints, get_peft_model_state_dict(model), optimizer,
+            lora = get_peft_model_state_dict(model)
+            for i, te in enumerate(unwrapped_text()):
+                lora.update({f"text_encoder{i}.{k}": v
+                             for k, v in get_peft_model_state_dict(te).items()})
+            checkpoint.save(run.checkpoints, lora, optimizer,
                             lr_schedule, checkpoint.rng_position(gen, rng, step, epoch, queue),
                             cfg, manifest, cfg.keep_checkpoints)
         last_resume_point = time.monotonic()
@@ -182,14 +201,20 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
         if main:
             path = run.checkpoints / f"{cfg.output_name}-step{step:06d}.safetensors"
             ensure_free(run.checkpoints, lora_bytes)
-            export_adapter(accelerator.unwrap_model(unet), cfg, facts(step, epoch), path)
+            export_adapter(accelerator.unwrap_model(unet), cfg, facts(step, epoch), path,
+                           unwrapped_text())
             sink.emit(Checkpoint(step=step, path=str(path)))
         resume_point(step)
 
     def samples(step: int, epoch: int) -> None:
         if main:
             sink.emit(Status("sampling", f"Rendering {len(prompts)} samples"))
-            paths = sampling.render(base, accelerator.unwrap_model(unet), cfg, prompts,
+            plain = base  # the pipeline needs the bare encoders, not their DDP wrappers
+            if wrapped_text:
+                tes = unwrapped_text()
+                plain = dataclasses.replace(base, text_encoder=tes[0],
+                                            text_encoder_2=tes[1] if len(tes) > 1 else None)
+            paths = sampling.render(plain, accelerator.unwrap_model(unet), cfg, prompts,
                                     run.samples, step, device, weight_dtype)
             sink.emit(protocol.Sample(step=step, epoch=epoch, paths=[str(p) for p in paths],
                                       prompts=prompts))
@@ -210,9 +235,12 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
                                                                                    1, 1)
                 noise = torch.randn(lat.shape, generator=gen)
                 text = val.text[i:i + 1].repeat(len(fixed_t), 1, 1)
+                added = None if val.pooled is None else {
+                    "text_embeds": val.pooled[i:i + 1].repeat(len(fixed_t), 1),
+                    "time_ids": val.time_ids[i:i + 1].repeat(len(fixed_t), 1)}
                 losses.append(float(diffusion_loss(
                     model, lat.to(device), text.to(device), noise_scheduler, prediction,
-                    noise.to(device), fixed_t.to(device), 0.0, weight_dtype)))
+                    noise.to(device), fixed_t.to(device), 0.0, weight_dtype, added)))
         model.train()
         sink.emit(protocol.Validation(step=step, epoch=epoch, loss=sum(losses) / len(losses)))
 
@@ -227,7 +255,12 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
     queue: list[list[int]] = []
     if state:
         lora, pos = checkpoint.restore(resume, state, optimizer, lr_schedule)
-        set_peft_model_state_dict(accelerator.unwrap_model(unet), lora)
+        set_peft_model_state_dict(accelerator.unwrap_model(unet),
+                                  {k: v for k, v in lora.items() if not k.startswith("text_")})
+        for i, te in enumerate(unwrapped_text()):
+            prefix = f"text_encoder{i}."
+            set_peft_model_state_dict(te, {k[len(prefix):]: v for k, v in lora.items()
+                                           if k.startswith(prefix)})
         gen.set_state(pos.gen_state)
         rng.setstate(pos.rng_state)
         step, epoch, queue = pos.step, pos.epoch, pos.queue
@@ -240,7 +273,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
             if not queue:
                 queue = data.epoch_batches(epoch, cfg.seed, cfg.batch_size, rank, world)
             idx = queue.pop(0)
-            latents, text = data.batch(idx, gen, rng)
+            latents, text, added = data.batch(idx, gen, rng)
             latents = (latents - shift) * scaling
             noise = sample_noise(latents.shape, gen, cfg.noise_offset)
             timesteps = torch.randint(0, n_timesteps, (len(idx),), generator=gen)
@@ -248,7 +281,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
                 with accelerator.autocast():
                     loss = diffusion_loss(unet, latents.to(device), text.to(device),
                                           noise_scheduler, prediction, noise.to(device),
-                                          timesteps.to(device), cfg.min_snr_gamma, weight_dtype)
+                                          timesteps.to(device), cfg.min_snr_gamma, weight_dtype,
+                                          added)
                 accelerator.backward(loss / cfg.gradient_accumulation_steps)
             except torch.cuda.OutOfMemoryError:
                 optimizer.zero_grad(set_to_none=True)
@@ -326,7 +360,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
     if main:
         ensure_free(run.path, lora_bytes)
         files = export_adapter(unet, cfg, facts(step, max(epoch, 1)),
-                               run.adapter(cfg.output_name))
+                               run.adapter(cfg.output_name), unwrapped_text())
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return Result(run.adapter(cfg.output_name), files, step, step < total, unet)
+    return Result(run.adapter(cfg.output_name), files, step, step < total, unet,
+                  unwrapped_text())
