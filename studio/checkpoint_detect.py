@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.safetensors_header import read_header
+from studio.errors import UserError
 
 UNET = "model.diffusion_model."
 VAE_KEY = "first_stage_model.encoder.conv_in.weight"
@@ -39,12 +40,9 @@ CONVERT_HINT = ("Download the .safetensors version of the model (most model page
                 "convert the file with a tool you trust on a machine you trust.")
 
 
-class CheckpointRefused(ValueError):
+class CheckpointRefused(UserError):
     """A checkpoint training can't use, with what to do about it (like models.ModelError)."""
-
-    def __init__(self, message: str, hint: str):
-        super().__init__(message)
-        self.hint = hint
+    field = "base_model"
 
 
 @dataclass

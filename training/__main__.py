@@ -144,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                             project.resolve(cfg.dataset_dir), cfg.exclude_images,
                                             cfg.repeats)))
         except checkpoint.ResumeError as exc:
-            return fail(2, str(exc), exc.hint, "resume")
+            return fail(2, str(exc), exc.hint, exc.field)
     if main_rank:
         run = RunDir(resume.parent.parent) if resume else \
             RunDir(args.run_dir.resolve()) if args.run_dir else project.new_run()
@@ -158,22 +158,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     control = Control(stdin_control=args.control_stdin)
 
     from studio.diskspace import DiskFull
-    from training import models
-    from training.cache import CacheError
-    from training.checkpoint import ResumeError
-    from training.optim import OptimizerUnavailable
+    from studio.errors import UserError
     from training.train import OutOfMemory, TrainingDiverged, train
 
     try:
         result = train(project, cfg, run, sink, control, resume)
-    except models.ModelError as exc:
-        return fail(2, str(exc), exc.hint, "base_model")
-    except CacheError as exc:
-        return fail(2, str(exc), exc.hint, str(exc.path or ""))
-    except OptimizerUnavailable as exc:
-        return fail(2, str(exc), exc.hint, "optimizer")
-    except ResumeError as exc:
-        return fail(2, str(exc), exc.hint, "resume")
+    except UserError as exc:  # the model, data, optimizer or resume point: fix and retry
+        return fail(2, str(exc), exc.hint, exc.field)
     except DiskFull as exc:
         return fail(1, exc.strerror, exc.hint)
     except OutOfMemory as exc:

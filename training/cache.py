@@ -20,14 +20,14 @@ from safetensors.torch import load_file, save_file
 
 from studio import atomic
 from studio.dataset import PREPROCESS_VERSION, Item, load_fitted
+from studio.errors import UserError
 
 ENCODE_BATCH = 4
 
 
-class CacheError(ValueError):
+class CacheError(UserError):
     def __init__(self, message: str, hint: str, path: Path | None = None):
-        super().__init__(message)
-        self.hint = hint
+        super().__init__(message, hint, str(path or ""))
         self.path = path
 
 

@@ -24,6 +24,7 @@ from studio import config
 from studio.config import TrainConfig
 from studio.dataset import Item
 from studio.diskspace import DiskFull, free_bytes, is_disk_full
+from studio.errors import UserError
 
 FORMAT = 1
 # Settings that may change between a stop and a resume without changing what is trained.
@@ -33,10 +34,8 @@ RESUME_SAFE = {"output_name", "save_every_n_steps", "checkpoint_every_minutes", 
                "cpu_threads", "validation_images"}
 
 
-class ResumeError(ValueError):
-    def __init__(self, message: str, hint: str):
-        super().__init__(message)
-        self.hint = hint
+class ResumeError(UserError):
+    field = "resume"
 
 
 @dataclass

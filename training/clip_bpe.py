@@ -21,6 +21,7 @@ import zipfile
 from pathlib import Path
 
 from studio import atomic
+from studio.errors import UserError
 
 WHEEL_REQUIREMENT = "open-clip-torch==3.3.0"
 GZ_MEMBER = "open_clip/bpe_simple_vocab_16e6.txt.gz"
@@ -39,12 +40,9 @@ STAMP = "clip-bpe.json"
 PIP_TIMEOUT_S = 180
 
 
-class BpeUnavailable(RuntimeError):
+class BpeUnavailable(UserError):
     """The BPE files are missing and could not be made, with what to do about it."""
-
-    def __init__(self, message: str, hint: str):
-        super().__init__(message)
-        self.hint = hint
+    field = "base_model"
 
 
 def bytes_to_unicode() -> dict[int, str]:

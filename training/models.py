@@ -12,17 +12,15 @@ from peft import LoraConfig
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from studio.config import PredictionType, TrainConfig, unet_targets
+from studio.errors import UserError
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A base model that cannot be used, with what to do about it."""
-
-    def __init__(self, message: str, hint: str):
-        super().__init__(message)
-        self.hint = hint
+    field = "base_model"
 
 
 @dataclass

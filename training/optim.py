@@ -6,12 +6,11 @@ import torch
 from diffusers.optimization import get_scheduler
 
 from studio.config import LrSchedule, Optimizer, TrainConfig
+from studio.errors import UserError
 
 
-class OptimizerUnavailable(ValueError):
-    def __init__(self, message: str, hint: str):
-        super().__init__(message)
-        self.hint = hint
+class OptimizerUnavailable(UserError):
+    field = "optimizer"
 
 
 def build_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:

@@ -24,6 +24,7 @@ import torch
 
 from studio import atomic
 from studio.checkpoint_detect import CheckpointRefused, Detected, detect
+from studio.errors import UserError
 from training import clip_bpe
 
 CONFIGS = Path(__file__).resolve().parent.parent / "assets" / "configs"
@@ -37,12 +38,9 @@ IDENTITY_FILE = "checkpoint.json"
 FORMAT_VERSION = 1  # bump when the assembled folder's layout changes
 
 
-class SingleFileError(ValueError):
-    """Raised with (message, hint) like models.ModelError; the lead maps it 1:1."""
-
-    def __init__(self, message: str, hint: str):
-        super().__init__(message)
-        self.hint = hint
+class SingleFileError(UserError):
+    """A single-file checkpoint that cannot be loaded offline, with what to do about it."""
+    field = "base_model"
 
 
 @dataclass
