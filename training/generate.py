@@ -6,6 +6,7 @@ strength (diffusers `set_adapters`), so changing LoRAs or strengths never reload
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -55,11 +56,24 @@ def lora_short_hash(path: Path) -> str:
     return data_section_sha256(path)[:12]
 
 
+def inference_scheduler(base):
+    """The model's own inference scheduler (DDIM, PNDM, Euler… as its config names it), built
+    from the training scheduler's config so a prediction-type override carries over."""
+    import diffusers
+
+    path = base.folder / "scheduler" / "scheduler_config.json"
+    try:
+        name = json.loads(path.read_text())["_class_name"]
+        return getattr(diffusers, name).from_config(base.noise_scheduler.config)
+    except (OSError, ValueError, KeyError, AttributeError):
+        return base.noise_scheduler
+
+
 def pipeline_from_base(base, unet=None):
     """A Stable Diffusion (XL) pipeline around loaded components (`unet` replaces the base UNet,
     e.g. the one being trained), so previews use exactly the inference code path."""
     parts = dict(vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
-                 unet=unet or base.unet, scheduler=base.noise_scheduler)
+                 unet=unet or base.unet, scheduler=inference_scheduler(base))
     if base.is_sdxl:
         return StableDiffusionXLPipeline(**parts, text_encoder_2=base.text_encoder_2,
                                          tokenizer_2=base.tokenizer_2)
@@ -85,6 +99,7 @@ class Generator:
         self.pipe.set_progress_bar_config(disable=True)
         self.model_name = model_name
         self.base_model = base_model
+        self.base_folder: Path | None = None  # the model's folder or file (merge never writes there)
         self.live_adapter = live_adapter
         self.load_seconds = 0.0
         self.adapters: dict[Path, Adapter] = {}
@@ -95,9 +110,10 @@ class Generator:
              device: str | None = None) -> "Generator":
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         started = time.monotonic()
-        gen = cls(load_pipeline(base_model, project_root, dev),
-                  resolve_folder(base_model, project_root)[1], base_model)
+        folder, name = resolve_folder(base_model, project_root)
+        gen = cls(load_pipeline(base_model, project_root, dev), name, base_model)
         gen.load_seconds = time.monotonic() - started
+        gen.base_folder = folder
         return gen
 
     def set_adapters(self, adapters: list[tuple[Path, float]]) -> None:

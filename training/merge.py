@@ -98,7 +98,7 @@ def fused_state_dict(model: torch.nn.Module, dtype: torch.dtype, adapters: set[s
 
 def _refuse_to_clobber(generator: Generator, adapters: list[tuple[Path, float]], out: Path,
                        fmt: str) -> None:
-    base = Path(generator.pipe.name_or_path or "").expanduser()
+    base = Path(generator.base_folder or generator.pipe.name_or_path or "").expanduser()
     if base.exists():
         base = base.resolve()
         if out == base or base in out.parents or out in base.parents:
