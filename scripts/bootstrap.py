@@ -1,7 +1,8 @@
 """Set up LoRA Studio's virtual environment on a fresh machine, then run the demo or the tests.
 
-    python3 scripts/bootstrap.py demo   # install, then train the demo style LoRA headless
+    python3 scripts/bootstrap.py demo   # install, then open the app on the demo project
     python3 scripts/bootstrap.py test   # install, then run the test suite
+    python3 scripts/bootstrap.py train-demo   # install, then train the demo LoRA headless
 
 Standard library only: this runs before anything is installed.
 
@@ -81,14 +82,16 @@ def ensure_installed() -> None:
 def main() -> int:
     what = sys.argv[1] if len(sys.argv) > 1 else "demo"
     rest = sys.argv[2:]
-    if what not in {"demo", "test", "install"}:
-        sys.exit(f"usage: {sys.argv[0]} demo|test|install")
+    if what not in {"demo", "train-demo", "test", "install"}:
+        sys.exit(f"usage: {sys.argv[0]} demo|train-demo|test|install")
     if sys.version_info < (3, 11):
         sys.exit("LoRA Studio needs Python 3.11 or newer.")
     ensure_installed()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     py = str(venv_python())
     if what == "demo":
+        return subprocess.call([py, "-m", "ui", "--demo", *rest], cwd=ROOT, env=env)
+    if what == "train-demo":
         return subprocess.call([py, "-m", "training", "demo", *rest], cwd=ROOT, env=env)
     if what == "test":
         return subprocess.call([py, "-m", "pytest", *rest], cwd=ROOT, env=env)
