@@ -12,24 +12,14 @@ from pathlib import Path
 
 import torch
 
+from training.clip_bpe import bytes_to_unicode
+
 # Words every tiny-model caption uses get a single token each; anything else falls back to bytes.
 WORDS = ("a an the of on in with and style zxq red green blue yellow white black purple orange "
          "circle square triangle star shape small large big background left right top bottom "
          "centre center drawing painting photo picture").split()
 
 
-def bytes_to_unicode() -> dict[int, str]:
-    """CLIP's (and GPT-2's) reversible byte -> printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
-        list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
 
 
 def write_tokenizer(folder: Path, words: tuple[str, ...] = WORDS) -> None:

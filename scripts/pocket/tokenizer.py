@@ -1,6 +1,6 @@
 """Build a tiny CLIP BPE tokenizer offline (no download of openai/clip-vit-large-patch14's 49k vocab).
 
-Format = real CLIP's vocab.json + merges.txt: the 256-char byte alphabet (GPT-2 bytes_to_unicode), the same
+Format = real CLIP's vocab.json + merges.txt: the 256-char byte alphabet (CLIP/GPT-2 byte table, training.clip_bpe.bytes_to_unicode), the same
 chars with '</w>' (end of word), then merges so that every known word becomes ONE token, then
 <|startoftext|> and <|endoftext|>. Unknown words still tokenize: they fall back to per-byte tokens.
 
@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from scripts.pocket import shapes
+from training.clip_bpe import bytes_to_unicode
 
 TRIGGER = "zxqstyle"  # demo style trigger word; nonsense so it collides with nothing the base model knows
 
@@ -31,17 +32,6 @@ magenta violet navy teal gold silver beige tan lime maroon
 """.split() + [TRIGGER]
 
 
-def bytes_to_unicode():
-    """GPT-2/CLIP mapping from the 256 byte values to printable unicode chars (copied from the CLIP repo)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
 
 
 def bpe(word, ranks):
