@@ -7,24 +7,18 @@ import os
 import shutil
 from pathlib import Path
 
+from studio.units import human_bytes
+
 MARGIN = 64 * 1024 * 1024  # leave room for logs and the OS
 
 
 class DiskFull(OSError):
     def __init__(self, folder: Path, needed: int | None, free: int):
         self.folder, self.needed, self.free = folder, needed, free
-        wanted = f"{human(needed)} needed, " if needed else ""
+        wanted = f"{human_bytes(needed)} needed, " if needed else ""
         super().__init__(errno.ENOSPC, f"Not enough space on the disk {mount_point(folder)} to "
-                                       f"write into {folder}: {wanted}{human(free)} free.")
+                                       f"write into {folder}: {wanted}{human_bytes(free)} free.")
         self.hint = "Free some space on that disk (or move the project), then resume the run."
-
-
-def human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def mount_point(folder: Path) -> Path:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from studio import plan
 from studio.config import TrainConfig, unet_targets
+from studio.units import human_bytes, human_count, human_duration  # noqa: F401 - re-exported
 from studio.model_info import Layer, ModelInfo
 
 GB = 1024**3
@@ -93,28 +94,3 @@ def estimate(info: ModelInfo, cfg: TrainConfig) -> Estimate | None:
     return Estimate(len(wrapped), params, info.unet_params,
                     file_size(params, len(wrapped), cfg.save_dtype.value),
                     gpu_memory(info.unet_params, params, cfg))
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
-def human_count(n: int) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.2f} billion"
-    if n >= 1e6:
-        return f"{n / 1e6:.2f} million"
-    return f"{n:,}"
-
-
-def human_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds < 0:
-        return "–"
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
