@@ -10,6 +10,15 @@ behaviour from environment variables so a test can pick it per WorkerProcess:
 
 It starts in milliseconds (no torch), honours the `stop` command like the real worker (saves and
 exits 0 with `done.stopped = true`), and in `hang` mode ignores it so the kill backstop is needed.
+
+`serve --project DIR` plays the generation worker (training/serve.py): `load` → `ready`;
+`generate` → `gen_progress` per step, a PNG with an A1111 `parameters` chunk per image (its colour
+depends on the seed and the LoRA strengths) → `image`, then `gen_done`; `grid` → one labelled
+PNG; `merge` → a file or folder at `out`; `cancel` interrupts between steps; `quit` or stdin
+closing ends it. More variables:
+
+    FAKE_SERVE_MODE     ok (default) | crash (dies in the first generate) | badload (load fails)
+    FAKE_SERVE_DELAY    seconds per denoising step (default 0.01)
 """
 
 from __future__ import annotations
@@ -72,7 +81,160 @@ def read_stdin(record: str | None) -> None:
     stop.set()
 
 
+def fake_image(width: int, height: int, seed: int, adapters):
+    """A picture that differs by seed and by LoRA strength (the LoRA "warms" the colours)."""
+    from PIL import Image, ImageDraw
+
+    weight = sum(float(w) for _, w in adapters or [])
+    image = Image.new("RGB", (width, height), ((seed * 53) % 200 + 30, 90, 150))
+    draw = ImageDraw.Draw(image)
+    r = min(width, height) // 3
+    cx, cy = width // 2 + (seed * 7) % (width // 4 + 1) - width // 8, height // 2
+    colour = (int(min(255, 120 + 100 * weight)), 180, int(max(0, 220 - 120 * weight)))
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    return image
+
+
+def save_png(image, text: str, path: Path) -> Path:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format="PNG", pnginfo=info)
+    return path
+
+
+def serve(project: Path) -> int:
+    import queue
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from studio import grid, infotext
+
+    mode = os.environ.get("FAKE_SERVE_MODE", "ok")
+    delay = float(os.environ.get("FAKE_SERVE_DELAY", "0.01"))
+    record = os.environ.get("FAKE_WORKER_RECORD")
+    commands: queue.Queue = queue.Queue()
+    cancel = threading.Event()
+
+    def reader() -> None:
+        for line in sys.stdin:
+            if record:
+                with open(record, "a", encoding="utf-8") as fh:
+                    fh.write(line)
+            cmd = json.loads(line)
+            if cmd.get("cmd") == "cancel":
+                cancel.set()
+            else:
+                commands.put(cmd)
+        if record:
+            with open(record, "a", encoding="utf-8") as fh:
+                fh.write("EOF\n")
+        commands.put({"cmd": "quit"})
+
+    def render(req: dict, index: int, count: int, seed: int, adapters) -> object:
+        for step in range(1, req.get("steps", 20) + 1):
+            time.sleep(delay)
+            emit("gen_progress", id=req.get("id", ""), image=index, count=count, step=step,
+                 total=req.get("steps", 20))
+            if cancel.is_set():
+                return None
+        return fake_image(req.get("width", 512), req.get("height", 512), seed, adapters)
+
+    threading.Thread(target=reader, daemon=True).start()
+    emit("hello", protocol=1, pid=os.getpid(), command="serve")
+    loaded, loads = "", 0
+    while True:
+        cmd = commands.get()
+        name = cmd.pop("cmd")
+        if name == "quit":
+            return 0
+        if name == "load":
+            if mode == "badload":
+                emit("error", message=f"load: Base model not found: {cmd['base_model']}",
+                     hint="Check the path in the Base model setting.", field="load")
+                continue
+            if cmd["base_model"] != loaded:
+                loaded, loads = cmd["base_model"], loads + 1
+            emit("ready", base_model=loaded, seconds=0.01, base_loads=loads)
+            continue
+        if not loaded:
+            emit("error", message=f"{name}: no base model loaded", field=name)
+            continue
+        cancel.clear()
+        started, req_id = time.monotonic(), cmd.get("id", "")
+        if name == "generate":
+            if mode == "crash":
+                print("RuntimeError: CUDA error: an illegal memory access", file=sys.stderr,
+                      flush=True)
+                os._exit(134)
+            out_dir = Path(cmd.get("out_dir") or project / "generated")
+            paths = []
+            for index in range(cmd.get("count", 1)):
+                seed = cmd.get("seed", 0) + index
+                image = render(cmd, index, cmd.get("count", 1), seed, cmd.get("adapters"))
+                if image is None:
+                    break
+                params = infotext.Parameters(
+                    prompt=cmd.get("prompt", ""), negative_prompt=cmd.get("negative_prompt", ""),
+                    steps=cmd.get("steps", 20), sampler=cmd.get("sampler", "Euler"),
+                    cfg_scale=cmd.get("cfg_scale", 7.0), seed=seed, width=image.width,
+                    height=image.height, model=Path(loaded).name,
+                    loras=tuple((Path(p).stem, float(w)) for p, w in cmd.get("adapters") or []
+                                if float(w) != 0))
+                text = infotext.format(params)
+                path = save_png(image, text, out_dir / f"fake-{req_id}-{seed}-{index}.png")
+                paths.append(str(path))
+                emit("image", id=req_id, index=index, seed=seed, path=str(path),
+                     parameters=text)
+            emit("gen_done", id=req_id, paths=paths, cancelled=cancel.is_set(),
+                 seconds=round(time.monotonic() - started, 3))
+        elif name == "grid":
+            rows, strengths = cmd["checkpoints"], [float(s) for s in cmd["strengths"]]
+            cells = []
+            for r, ckpt in enumerate(rows):
+                cells.append([])
+                for c, strength in enumerate(strengths):
+                    image = render(cmd, r * len(strengths) + c, len(rows) * len(strengths),
+                                   cmd.get("seed", 0), [[ckpt, strength * (1 + r)]])
+                    if image is None:
+                        break
+                    cells[-1].append(image)
+                if cancel.is_set():
+                    break
+            if cancel.is_set():
+                emit("gen_done", id=req_id, paths=[], cancelled=True, seconds=0.0)
+                continue
+            image = grid.compose(cells, [Path(p).stem for p in rows],
+                                 [f"strength {s:g}" for s in strengths],
+                                 title=f"{cmd.get('prompt', '')}  (seed {cmd.get('seed', 0)}, "
+                                       f"{cmd.get('steps', 20)} steps)")
+            text = f"{cmd.get('prompt', '')}\nLoRA grid: " + ", ".join(Path(p).name for p in rows)
+            save_png(image, text, Path(cmd["out"]))
+            emit("image", id=req_id, index=0, seed=cmd.get("seed", 0), path=cmd["out"],
+                 parameters=text)
+            emit("gen_done", id=req_id, paths=[cmd["out"]], cancelled=False, seconds=0.1)
+        elif name == "merge":
+            emit("status", phase="saving", text=f"Merging into {cmd['out']}")
+            out = Path(cmd["out"])
+            if cmd.get("format") == "diffusers":
+                (out / "unet").mkdir(parents=True, exist_ok=True)
+                (out / "model_index.json").write_text(json.dumps(cmd))
+            else:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                header = json.dumps({"__metadata__": {"merged": json.dumps(cmd)}}).encode()
+                out.write_bytes(len(header).to_bytes(8, "little") + header)
+            emit("gen_done", id=req_id, paths=[str(out)], cancelled=False, seconds=0.01)
+        else:
+            emit("error", message=f"unknown command {name!r}", field=name)
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["serve"]:
+        parser = argparse.ArgumentParser()
+        parser.add_argument("command")
+        parser.add_argument("--project", type=Path, default=Path.cwd())
+        return serve(parser.parse_args().project)
     parser = argparse.ArgumentParser()
     parser.add_argument("command")
     parser.add_argument("project", type=Path)
@@ -150,7 +312,9 @@ def main() -> int:
         point.mkdir(parents=True, exist_ok=True)
         (point / "state.json").write_text(json.dumps({"step": step}))
     adapter = run / "fake-style.safetensors"
-    adapter.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    meta = json.dumps({"__metadata__": {"modelspec.trigger_phrase": "inkwash",
+                                        "ss_steps": str(step)}}).encode()
+    adapter.write_bytes(len(meta).to_bytes(8, "little") + meta)  # a header-only safetensors
     emit("done", path=str(adapter), stopped=stop.is_set() and step < steps, step=step,
          files=[str(adapter)])
     return 0

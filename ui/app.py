@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--settings", type=Path, help="use this settings file")
     parser.add_argument("--quit-after-start", action="store_true",
                         help="show the window, report the start-up time and quit (for checks)")
+    parser.add_argument("--report-loaded", action="store_true",
+                        help="print JSON lines as the folder's thumbnails and checks complete, "
+                             "then quit (for benchmarks/gui_start.py)")
     return parser
 
 
@@ -62,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
             window.close()
         QTimer.singleShot(0, report)
         return app.exec()
+    if args.report_loaded:
+        from ui import startup_probe
+
+        startup_probe.watch(window, started)
     # After the first paint: the window is on screen before the project loads.
     QTimer.singleShot(0, lambda: open_initial(window, args))
     return app.exec()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtCore import QByteArray, QTimer
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QStackedWidget,
+from PySide6.QtWidgets import (QFileDialog, QMainWindow, QMessageBox, QStackedWidget,
                                QTabWidget)
 
 from studio import demo, settings, workspace
@@ -15,6 +15,7 @@ from studio.config import ConfigError
 from studio.project import Project
 from ui.app_settings import SettingsStore
 from ui.dataset_tab import DatasetTab
+from ui.generate_tab import GenerateTab
 from ui.session import ProjectSession
 from ui.train_tab import TrainTab, WorkerFactory
 from ui.welcome import Welcome
@@ -41,21 +42,21 @@ class MainWindow(QMainWindow):
         self.welcome.open_recent.connect(self.open_path)
         self.dataset_tab = DatasetTab(self.session)
         self.train_tab = TrainTab(self.session, store, worker_factory)
-        generate = QLabel("<h2>Generate</h2><p>Try your LoRA with prompts right here: coming in "
-                          "the next version.</p><p>Meanwhile, use <b>Copy to…</b> on the Train "
-                          "tab to put it into ComfyUI or AUTOMATIC1111/Forge.</p>")
-        generate.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        generate.setWordWrap(True)
+        # Its own worker (the generation server), paused while training: one GPU worker.
+        self.generate_tab = GenerateTab(self.session, worker_factory)
+        self.train_tab.before_start = self.generate_tab.free_gpu
+        self.train_tab.open_in_generate.connect(self.open_in_generate)
+        self.train_tab.run_finished.connect(lambda *_: self.generate_tab.refresh_loras())
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.dataset_tab, "1  Dataset")
         self.tabs.addTab(self.train_tab, "2  Train")
-        self.tabs.addTab(generate, "3  Generate")
+        self.tabs.addTab(self.generate_tab, "3  Generate")
         self.stack = QStackedWidget()
         self.stack.addWidget(self.welcome)
         self.stack.addWidget(self.tabs)
         self.setCentralWidget(self.stack)
-        for tab in (self.dataset_tab, self.train_tab):
+        for tab in (self.dataset_tab, self.train_tab, self.generate_tab):
             tab.status_message.connect(self.status)
         self.train_tab.running_changed.connect(self._on_running)
         self._build_menus()
@@ -201,8 +202,15 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, "About LoRA Studio", "<b>LoRA Studio</b><p>Train Stable Diffusion "
                           "style LoRAs from a folder of your images, on your own machine.</p>")
 
+    def open_in_generate(self, adapter) -> None:
+        """The Train tab's "Open in Generate": that LoRA, ready to try."""
+        self.tabs.setCurrentWidget(self.generate_tab)
+        self.generate_tab.open_lora(Path(adapter))
+
     def _on_running(self, running: bool) -> None:
+        self.generate_tab.set_training(running)
         self.tabs.setTabText(1, "2  Train (running…)" if running else "2  Train")
+        self.tabs.setTabText(2, "3  Generate (paused)" if running else "3  Generate")
         if not running and self._closing:
             QTimer.singleShot(0, self.close)
 
@@ -228,6 +236,7 @@ class MainWindow(QMainWindow):
             return
         self.dataset_tab.captions.save()
         self.session.save_now()
+        self.generate_tab.shutdown()
         self.store.data.window_geometry = bytes(self.saveGeometry().toHex()).decode()
         self.store.save()
         event.accept()

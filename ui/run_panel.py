@@ -31,6 +31,8 @@ class Banner(QFrame):
         self.body = QLabel()
         self.body.setWordWrap(True)
         self.body.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.open_button = QPushButton("Open in Generate")
+        self.open_button.setToolTip("Try the LoRA now: the Generate tab with this LoRA enabled.")
         self.show_button = QPushButton("Show in folder")
         self.show_button.setToolTip("Open the run folder in your file manager.")
         self.copy_button = QPushButton("Copy to…")
@@ -42,6 +44,7 @@ class Banner(QFrame):
         self.fix: dict = {}
         head = QHBoxLayout()  # title and actions on one row: the banner stays short
         head.addWidget(self.title, 1)
+        head.addWidget(self.open_button)
         head.addWidget(self.show_button)
         head.addWidget(self.copy_button)
         head.addWidget(self.field_button)
@@ -59,6 +62,7 @@ class Banner(QFrame):
         self.body.setText(body)
         self.body.setVisible(bool(body))
         self.copy_button.setVisible(has_lora)
+        self.open_button.setVisible(has_lora)
         self.show_button.setVisible(True)
         self.field_button.setVisible(bool(field))
         self.field_button.setProperty("field", field)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import shiboken6
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoStack
 
@@ -107,8 +108,8 @@ class ProjectSession(QObject):
                                         "Check that the dataset folder is readable."))
 
     def _on_report(self, generation: int, report: Report) -> None:
-        if generation != self._generation:
-            return
+        if generation != self._generation or not shiboken6.isValid(self):
+            return  # re-examined since, or the window closed while the scan ran
         self.report = dataclasses.replace(report, excluded=frozenset(self.config.exclude_images))
         self.report_changed.emit(self.report)
 

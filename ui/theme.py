@@ -42,6 +42,8 @@ QLabel[role="heading"] {{ font-size: 13pt; font-weight: bold; }}
 QFrame[role="card"] {{ background: #303237; border: 1px solid #3d3f45; border-radius: 6px; }}
 QFrame[role="banner-error"] {{ background: #4a2a2a; border: 1px solid {ERROR};
     border-radius: 6px; }}
+QLabel[role="banner-warning"] {{ background: #45391f; border: 1px solid {WARNING};
+    border-radius: 6px; padding: 8px; }}
 QFrame[role="banner-ok"] {{ background: #26402e; border: 1px solid {SUCCESS}; border-radius: 6px; }}
 *[invalid="true"] {{ border: 1px solid {ERROR}; border-radius: 3px; }}
 QToolTip {{ padding: 4px; }}
@@ -49,10 +51,12 @@ QToolTip {{ padding: 4px; }}
 
 
 class Style(QProxyStyle):
-    """Fusion, with check boxes drawn with a visible border: Fusion outlines them in a darker
-    shade of the window colour, which all but disappears on a dark palette."""
+    """Fusion, with check boxes and radio buttons drawn with a visible border: Fusion outlines
+    them in a darker shade of the window colour, which all but disappears on a dark palette."""
 
     def drawPrimitive(self, element, option, painter: QPainter, widget=None) -> None:
+        if element == QStyle.PrimitiveElement.PE_IndicatorRadioButton:
+            return self._radio(option, painter)
         if element != QStyle.PrimitiveElement.PE_IndicatorCheckBox:
             return super().drawPrimitive(element, option, painter, widget)
         painter.save()
@@ -71,6 +75,24 @@ class Style(QProxyStyle):
                                 Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin))
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawPath(tick)
+        painter.restore()
+
+
+    @staticmethod
+    def _radio(option, painter: QPainter) -> None:
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        box = QRectF(option.rect).adjusted(1.5, 1.5, -1.5, -1.5)
+        enabled = bool(option.state & QStyle.StateFlag.State_Enabled)
+        on = bool(option.state & QStyle.StateFlag.State_On)
+        painter.setPen(QPen(QColor(ACCENT if on else "#8a8d96" if enabled else "#55585f"), 1.2))
+        painter.setBrush(option.palette.base())
+        painter.drawEllipse(box)
+        if on:
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(ACCENT if enabled else "#55585f"))
+            painter.drawEllipse(box.adjusted(box.width() * 0.25, box.height() * 0.25,
+                                             -box.width() * 0.25, -box.height() * 0.25))
         painter.restore()
 
 

@@ -27,18 +27,25 @@ class TrainTab(QWidget):
     status_message = Signal(str)
     running_changed = Signal(bool)
     run_finished = Signal(int, bool)  # exit code, crashed (after the view is updated)
+    open_in_generate = Signal(object)  # the finished run's LoRA file
 
     def __init__(self, session: ProjectSession, store: SettingsStore,
                  worker_factory: WorkerFactory = WorkerProcess, parent=None):
         super().__init__(parent)
         self.session, self.store, self.worker_factory = session, store, worker_factory
         self.worker: WorkerProcess | None = None
+        # Called before a run starts with a callback that starts it: returns False when the GPU
+        # must first be freed (the Generate tab's worker stopping), and calls back once it is.
+        self.before_start: Callable[[Callable[[], None]], bool] | None = None
+        self.waiting_for_gpu = False
         self.settings = TrainSettings(session)
         self.settings.validity_changed.connect(self.update_train_button)
         self.settings.status_message.connect(self.status_message)
         self.panel = RunPanel()
         self.panel.field_requested.connect(self.settings.focus_field)
         self.panel.banner.show_button.clicked.connect(self._show_result)
+        self.panel.banner.open_button.clicked.connect(
+            lambda: self.panel.adapter and self.open_in_generate.emit(self.panel.adapter))
         self.panel.banner.copy_button.setMenu(outputs.copy_menu(
             self, lambda: self.panel.adapter, store, self.status_message.emit))
         self.runs = RunsList(store)
@@ -135,7 +142,7 @@ class TrainTab(QWidget):
     def update_train_button(self) -> None:
         running = self.is_running()
         reason = "" if running else self.blocker()
-        self.train_button.setEnabled(not running and not reason)
+        self.train_button.setEnabled(not running and not reason and not self.waiting_for_gpu)
         self.stop_button.setEnabled(running and not self.worker.stop_requested)
         self.reason.setText(reason)
         if not running and self.panel.run_dir is None:  # no run yet in this session
@@ -143,7 +150,13 @@ class TrainTab(QWidget):
 
     def start_training(self, resume: Path | None = None) -> None:
         """A new run, or with `resume` (a run folder) the continuation of a stopped one."""
-        if self.is_running() or self.blocker():
+        if self.is_running() or self.blocker() or self.waiting_for_gpu:
+            return
+        if self.before_start is not None and not self.before_start(
+                lambda: self._gpu_freed(resume)):
+            self.waiting_for_gpu = True
+            self.panel.phase.setText("Stopping the preview to free the GPU…")
+            self.update_train_button()
             return
         project = self.session.project
         self.session.save_now()  # the worker reads project.toml
@@ -169,6 +182,13 @@ class TrainTab(QWidget):
         self.running_changed.emit(True)
         self.update_train_button()
         self.status_message.emit(f"{'Resuming' if resume else 'Training started'} in {run.path}")
+
+    def _gpu_freed(self, resume: Path | None) -> None:
+        self.waiting_for_gpu = False
+        self.start_training(resume)
+        if not self.is_running():  # not started after all (the project closed meanwhile?)
+            self.running_changed.emit(False)
+            self.update_train_button()
 
     def stop_training(self) -> None:
         if self.is_running():

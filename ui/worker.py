@@ -76,6 +76,10 @@ class WorkerProcess(QObject):
             args += ["--set", pair]
         self.start(args)
 
+    def start_serve(self, project: Path) -> None:
+        """The generation worker (`python -m training serve`): commands go in with `send`."""
+        self.start(["serve", "--project", str(project)])
+
     def start(self, args: list[str]) -> None:
         program, *prefix = self.command
         self._proc.start(program, [*prefix, *args])
@@ -86,13 +90,19 @@ class WorkerProcess(QObject):
     def pid(self) -> int:
         return int(self._proc.processId())
 
-    def stop(self) -> None:
+    def send(self, name: str, **args) -> None:
+        """One command line to the worker (written once the process has started)."""
+        if self.is_running() and not self.stop_requested:
+            self._proc.write((protocol.command(name, **args) + "\n").encode())
+
+    def stop(self, commands: tuple[str, ...] = ("stop",)) -> None:
         """Ask the worker to stop after its current step and save; kill it if it hasn't exited
-        after `grace_ms`."""
+        after `grace_ms`. The generation worker is asked with `("cancel", "quit")`."""
         if not self.is_running() or self.stop_requested:
             return
         self.stop_requested = True
-        self._proc.write((protocol.command("stop") + "\n").encode())
+        for name in commands:
+            self._proc.write((protocol.command(name) + "\n").encode())
         # Closing stdin is the worker's other stop signal, and the only one a worker that has
         # not started its stdin reader yet (still importing) will see.
         self._proc.closeWriteChannel()

@@ -53,6 +53,38 @@ def capture(app: QApplication, window: MainWindow, path: Path) -> None:
     print(f"saved {path} ({pixmap.width()}x{pixmap.height()})", flush=True)
 
 
+def generate_screens(app: QApplication, window: MainWindow, out: Path, size: str,
+                     first: bool) -> None:
+    """The Generate tab: as opened from the finished run, a result, with / without, a grid."""
+    from uihelpers import write_lora
+
+    run = window.train_tab.panel.run_dir
+    for step in (50, 100):  # checkpoints, as a longer real run has them: rows of the grid
+        write_lora(run / "checkpoints" / f"fake-style-step{step:06d}.safetensors",
+                   {"modelspec.trigger_phrase": "inkwash", "ss_steps": str(step)})
+    window.train_tab.panel.banner.open_button.click()  # "Open in Generate"
+    tab = window.generate_tab
+    if first:
+        capture(app, window, out / f"generate-{size}.png")
+    tab.form.prompt.setPlainText("inkwash, a heron standing in the reeds at dawn, mist, "
+                                 "soft washes of ink")
+    tab.form.negative.setPlainText("blurry, lowres, watermark, text")
+    tab.form.count.setValue(4)
+    tab.adapters.rows[0].set_strength(0.85)
+    tab.generate()
+    assert wait_until(app, lambda: not tab.preview.busy() and not tab.jobs, 60), "no images"
+    capture(app, window, out / f"generate-result-{size}.png")
+    tab.compare_with_without()
+    assert wait_until(app, lambda: not tab.preview.busy() and not tab.jobs, 60), "no compare"
+    capture(app, window, out / f"generate-compare-{size}.png")
+    tab.views.setCurrentWidget(tab.grid)
+    tab.grid.button.click()
+    assert wait_until(app, lambda: not tab.preview.busy() and not tab.jobs, 60), "no grid"
+    assert tab.grid.path is not None, tab.error.text()
+    capture(app, window, out / f"generate-grid-{size}.png")
+    tab.views.setCurrentWidget(tab.result)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
@@ -65,7 +97,7 @@ def main() -> int:
 
     app = QApplication(sys.argv[:1])
     theme.apply(app)
-    env = {"FAKE_WORKER_STEPS": "150", "FAKE_WORKER_DELAY": "0.03"}
+    env = {"FAKE_WORKER_STEPS": "150", "FAKE_WORKER_DELAY": "0.03", "FAKE_SERVE_DELAY": "0.002"}
     window = MainWindow(SettingsStore(),
                         lambda: WorkerProcess([sys.executable, "-u", str(FAKE)], env=env))
     window.move(0, 0)
@@ -107,14 +139,17 @@ def main() -> int:
         tab.start_training()
         assert wait_until(app, lambda: tab.panel.progress.value() >= 80, 30), "no progress"
         capture(app, window, args.out / f"train-running-{size}.png")
+        if size == args.sizes.split(",")[0]:  # the Generate tab while training runs, once
+            window.tabs.setCurrentIndex(2)
+            capture(app, window, args.out / f"generate-paused-{size}.png")
+            window.tabs.setCurrentIndex(1)
         assert wait_until(app, lambda: not tab.is_running(), 30), "the run did not finish"
         capture(app, window, args.out / f"train-done-{size}.png")
         tab.lower.setCurrentIndex(1)
         capture(app, window, args.out / f"train-runs-{size}.png")
         tab.lower.setCurrentIndex(0)
 
-        window.tabs.setCurrentIndex(2)
-        capture(app, window, args.out / f"generate-{size}.png")
+        generate_screens(app, window, args.out, size, first=size == args.sizes.split(",")[0])
     window.close()
     return 0
 

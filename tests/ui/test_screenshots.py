@@ -19,8 +19,9 @@ from uifixtures import *  # noqa: F403 (pytest fixtures)
 SHOTS = ROOT / "tests" / "ui" / "screenshots"
 SIZES = ("1280x800", "1920x1080")
 SCREENS = ("welcome", "dataset", "train-settings", "train-invalid", "train-blocked",
-           "train-running", "train-done", "train-runs", "generate")
-FIRST_SIZE_ONLY = ("train-invalid", "train-blocked")
+           "train-running", "generate-paused", "train-done", "train-runs", "generate",
+           "generate-result", "generate-compare", "generate-grid")
+FIRST_SIZE_ONLY = ("train-invalid", "train-blocked", "generate-paused", "generate")
 
 
 def test_screenshots_in_a_real_x_window(tmp_path):

@@ -25,6 +25,7 @@ class FakeWorkerFactory:
     def __init__(self, record: Path):
         self.record = record
         self.mode, self.steps, self.delay, self.grace_ms = "ok", 20, 0.01, 3000
+        self.serve_mode, self.serve_delay = "ok", 0.005  # the generation worker (serve)
         self.created = []
 
     def __call__(self):
@@ -33,12 +34,54 @@ class FakeWorkerFactory:
         worker = WorkerProcess(
             [sys.executable, "-u", str(FAKE_WORKER)], grace_ms=self.grace_ms,
             env={"FAKE_WORKER_MODE": self.mode, "FAKE_WORKER_STEPS": str(self.steps),
-                 "FAKE_WORKER_DELAY": str(self.delay), "FAKE_WORKER_RECORD": str(self.record)})
+                 "FAKE_WORKER_DELAY": str(self.delay), "FAKE_WORKER_RECORD": str(self.record),
+                 "FAKE_SERVE_MODE": self.serve_mode, "FAKE_SERVE_DELAY": str(self.serve_delay)})
         self.created.append(worker)
         return worker
 
     def commands(self) -> list[str]:
         return self.record.read_text().splitlines() if self.record.exists() else []
+
+    def sent(self, name: str) -> list[dict]:
+        """The commands called `name` the GUI sent (to any worker), oldest first."""
+        import json
+
+        found = [json.loads(line) for line in self.commands() if line.startswith("{")]
+        return [c for c in found if c.get("cmd") == name]
+
+
+def write_lora(path: Path, metadata: dict[str, str]) -> Path:
+    """A tiny but valid .safetensors LoRA (one 1x1 tensor) with this `__metadata__`, written by
+    hand: GUI tests never import torch."""
+    import json
+    import struct
+
+    header = {"__metadata__": metadata,
+              "lora_unet_mid_block_attentions_0_proj_in.lora_down.weight":
+                  {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]}}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + struct.pack("<f", 0.5))
+    return path
+
+
+def make_run(project_root: Path, name: str, output: str = "inkwash-style",
+             trigger: str = "inkwash", checkpoints=(100, 200), final_step: int = 300) -> Path:
+    """A finished run folder like the engine writes: config.toml, the final LoRA and its
+    step checkpoints (each with kohya/modelspec metadata)."""
+    from studio import config
+
+    run = project_root / "runs" / name
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text(config.to_toml(config.TrainConfig(output_name=output,
+                                                                       trigger_word=trigger)))
+    meta = {"modelspec.trigger_phrase": trigger} if trigger else {}
+    write_lora(run / f"{output}.safetensors", {**meta, "ss_steps": str(final_step)})
+    for step in checkpoints:
+        write_lora(run / "checkpoints" / f"{output}-step{step:06d}.safetensors",
+                   {**meta, "ss_steps": str(step)})
+    return run
 
 
 def open_and_wait(qtbot, window, folder: Path, model: Path | None = None):
