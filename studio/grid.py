@@ -21,7 +21,8 @@ def compose(cells: list[list[Image.Image]], row_labels: list[str], col_labels: l
     if len(row_labels) != rows or len(col_labels) != cols or any(len(r) != cols for r in cells):
         raise ValueError("grid labels do not match the cells")
     w, h = cells[0][0].size
-    font_px = max(12, min(24, w // 8))
+    # Labels scale with the cells, so they stay legible in a saved grid of 512 px images.
+    font_px = max(12, min(48, w // 12))
     font = _font(font_px)
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     label_w = max((int(measure.textlength(t, font=font)) for t in row_labels), default=0) + 16

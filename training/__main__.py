@@ -226,7 +226,8 @@ def lora_spec(spec: str) -> tuple[Path, float]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return _generation_server(args.project).run()
+    _generation_server(args.project).run()
+    return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

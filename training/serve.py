@@ -8,6 +8,7 @@ gone: the worker exits. One bad command gets an error event; the worker keeps se
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import sys
 import threading
@@ -39,17 +40,21 @@ class Server:
                 log.warning("ignored a line that is not a command: %r", line[:200])
             elif cmd["cmd"] == "cancel":
                 self.cancel.set()
+            elif cmd["cmd"] == "quit":
+                break
             else:
                 self.commands.put(cmd)
-        self.commands.put({"cmd": "quit"})
+        # quit or stdin closed: act now, even mid-load or mid-image (a preview worker holds no
+        # state worth saving, and its PNGs are written atomically), so the GUI never waits.
+        self.cancel.set()
+        os._exit(0)
 
-    def run(self) -> int:
+    def run(self) -> None:
+        """Serve until stdin says quit or closes (read_stdin then ends the process)."""
         threading.Thread(target=self.read_stdin, name="stdin-commands", daemon=True).start()
         while True:
             cmd = self.commands.get()
             name = cmd.get("cmd")
-            if name == "quit":
-                return 0
             handler = {"load": self.load, "generate": self.generate, "grid": self.grid,
                        "merge": self.merge}.get(name)
             try:
