@@ -13,16 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio import atomic
-from studio.dataset import CAPTION_EXTENSIONS
-
-
-def sidecar(image: Path) -> Path | None:
-    """The existing caption file of an image (.txt before .caption, as the dataset scan does)."""
-    for ext in CAPTION_EXTENSIONS:
-        candidate = image.with_suffix(ext)
-        if candidate.is_file():
-            return candidate
-    return None
+from studio.dataset import caption_file as sidecar  # the dataset scan's own rule
 
 
 def read(image: Path) -> str | None:

@@ -51,7 +51,8 @@ class DatasetError(ValueError):
                          "\n".join(f"  - {f}" for f in fatal))
 
 
-def _caption_file(image: Path) -> Path | None:
+def caption_file(image: Path) -> Path | None:
+    """The existing caption file of an image (.txt before .caption)."""
     for ext in CAPTION_EXTENSIONS:
         candidate = image.with_suffix(ext)
         if candidate.is_file():
@@ -127,7 +128,7 @@ def _read_item(path: Path, name: str, repeats: int, from_metadata: dict[str, str
         findings.append(Finding(path, f"cannot be decoded as an image ({exc.reason}); fix or "
                                       f"remove it", True))
         return None
-    cap_file = _caption_file(path)
+    cap_file = caption_file(path)
     caption = ""
     if cap_file is not None:
         try:

@@ -56,92 +56,84 @@ def write_tokenizer(folder: Path, words: tuple[str, ...] = WORDS) -> None:
         "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}))
 
 
+# Shared by both builders: the block layout of the tiny UNet, the VAE (vae_scale_factor 8 as in
+# real SD), and the CLIP text-encoder size.
+UNET_LAYOUT = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
+                   out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                   up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=8)
+CLIP_SIZE = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                 max_position_embeddings=77, vocab_size=1000, bos_token_id=0, eos_token_id=1,
+                 pad_token_id=1, projection_dim=32)
+
+
+def _vae(**extra):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(8, 16, 32, 32), in_channels=3, out_channels=3,
+                         latent_channels=4, norm_num_groups=8,
+                         down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, sample_size=64, **extra)
+
+
+def _save(folder: Path, pipeline: str, components: dict) -> Path:
+    """save_pretrained each component into its subfolder and write model_index.json."""
+    index = {"_class_name": pipeline, "_diffusers_version": "0.42.1"}
+    for name, module in components.items():
+        module.save_pretrained(folder / name)
+        library = "transformers" if "CLIP" in type(module).__name__ else "diffusers"
+        index[name] = [library, type(module).__name__]
+    for name in ("tokenizer", "tokenizer_2"):
+        if (folder / name).is_dir():
+            index[name] = ["transformers", "CLIPTokenizer"]
+    if pipeline == "StableDiffusionPipeline":
+        index.update(feature_extractor=[None, None], safety_checker=[None, None],
+                     requires_safety_checker=False)
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
 def build(folder: Path, seed: int = 0, prediction_type: str = "epsilon") -> Path:
     """Write a tiny SD1.x diffusers folder at `folder` and return it."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32,
-        attention_head_dim=8, norm_num_groups=8)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16, 32, 32), in_channels=3, out_channels=3,
-        latent_channels=4, norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        sample_size=64)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=77, vocab_size=1000, bos_token_id=0, eos_token_id=1,
-        pad_token_id=1, projection_dim=32))
+    unet = UNet2DConditionModel(**UNET_LAYOUT, cross_attention_dim=32, attention_head_dim=8)
+    vae = _vae()
+    text_encoder = CLIPTextModel(CLIPTextConfig(**CLIP_SIZE))
     write_tokenizer(folder / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
     assert len(tokenizer) <= text_encoder.config.vocab_size, len(tokenizer)
     scheduler = DDIMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
         set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
-    unet.save_pretrained(folder / "unet")
-    vae.save_pretrained(folder / "vae")
-    text_encoder.save_pretrained(folder / "text_encoder")
-    scheduler.save_pretrained(folder / "scheduler")
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
-        "feature_extractor": [None, None], "safety_checker": [None, None],
-        "requires_safety_checker": False,
-        "scheduler": ["diffusers", "DDIMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
-    return folder
+    return _save(folder, "StableDiffusionPipeline", dict(
+        unet=unet, vae=vae, text_encoder=text_encoder, scheduler=scheduler))
 
 
 def build_sdxl(folder: Path, seed: int = 0) -> Path:
     """A tiny random SDXL-architecture folder: two text encoders (pooled projection from the
     second), `text_time` added conditioning (machine-notes.md §2)."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
                               CLIPTokenizer)
 
     folder = Path(folder)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=8, in_channels=4,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=64,
-        attention_head_dim=(2, 4), use_linear_projection=True, norm_num_groups=8,
-        addition_embed_type="text_time", addition_time_embed_dim=8,
+        **UNET_LAYOUT, cross_attention_dim=64, attention_head_dim=(2, 4),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
         projection_class_embeddings_input_dim=6 * 8 + 32)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16, 32, 32), in_channels=3, out_channels=3, latent_channels=4,
-        norm_num_groups=8, down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4, sample_size=64, force_upcast=True)
-    common = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                  num_attention_heads=4, max_position_embeddings=77, vocab_size=1000,
-                  bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=32)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**common))
-    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**common))
+    vae = _vae(force_upcast=True)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**CLIP_SIZE))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**CLIP_SIZE))
     for sub in ("tokenizer", "tokenizer_2"):
         write_tokenizer(folder / sub)
     assert len(CLIPTokenizer.from_pretrained(folder / "tokenizer")) <= 1000
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
         timestep_spacing="leading", steps_offset=1)
-    unet.save_pretrained(folder / "unet")
-    vae.save_pretrained(folder / "vae")
-    text_encoder.save_pretrained(folder / "text_encoder")
-    text_encoder_2.save_pretrained(folder / "text_encoder_2")
-    scheduler.save_pretrained(folder / "scheduler")
-    (folder / "model_index.json").write_text(json.dumps({
-        "_class_name": "StableDiffusionXLPipeline", "_diffusers_version": "0.42.1",
-        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "tokenizer_2": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
-    return folder
+    return _save(folder, "StableDiffusionXLPipeline", dict(
+        unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+        scheduler=scheduler))
