@@ -137,9 +137,13 @@ class GenerationForm(QWidget):
         """The seed to use now: the locked one, or a fresh one (shown in the box)."""
         return self.seed.value() if self.lock.isChecked() else self.roll()
 
-    def set_size(self, side: int) -> None:
+    def set_defaults(self, side: int, steps: int, cfg_scale: float) -> None:
+        """A project's defaults: its training resolution, and the steps and CFG its samples use
+        (one setting for both, so the Generate tab starts where the Train tab's samples were)."""
         self.width_box.setValue(side)
         self.height_box.setValue(side)
+        self.steps.setValue(steps)
+        self.cfg.setValue(cfg_scale)
 
     def request_args(self, seed: int) -> dict:
         """The generate command's arguments from this form (adapters and ids are added later)."""

@@ -115,7 +115,8 @@ class GenerateTab(QWidget):
             self.adapters.clear()
             self.history.clear()
             return
-        self.form.set_size(self.session.config.resolution)
+        cfg = self.session.config
+        self.form.set_defaults(cfg.resolution, cfg.sample_steps, cfg.sample_cfg_scale)
         self.adapters.clear()
         self.refresh_loras(enable_newest=True)
         self.history.load_folder(self.out_dir)

@@ -29,7 +29,7 @@ def gen(qtbot, window, clean_art, sd15, fake_worker):
     window.tabs.setCurrentWidget(window.generate_tab)  # shown: the runs are listed
     tab = window.generate_tab
     tab.form.steps.setValue(6)
-    tab.form.set_size(64)
+    tab.form.set_defaults(64, tab.form.steps.value(), tab.form.cfg.value())
     tab.form.prompt.setPlainText("inkwash, a heron in the reeds")
     tab.form.negative.setPlainText("blurry, lowres")
     return tab
@@ -358,3 +358,16 @@ def test_the_catalog_and_the_worker_agree_on_samplers_and_files(tmp_path):
     for bad, why in (("", "at least one"), ("3", "outside"), ("x", "not a number")):
         with pytest.raises(ValueError, match=why):
             lora_catalog.parse_strengths(bad)
+
+
+def test_generation_defaults_follow_the_projects_sample_settings(qtbot, tmp_path):
+    """The demo preset's CFG 2.5 / 25 steps must reach the Generate tab, not a fixed 7 / 20."""
+    from studio import config
+    from ui.gen_form import GenerationForm
+
+    cfg = config.load(Path(__file__).parents[2] / "assets" / "presets" / "demo.toml")
+    form = GenerationForm()
+    qtbot.addWidget(form)
+    form.set_defaults(cfg.resolution, cfg.sample_steps, cfg.sample_cfg_scale)
+    args = form.request_args(seed=1)
+    assert (args["steps"], args["cfg_scale"], args["width"]) == (25, 2.5, 64)
