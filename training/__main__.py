@@ -123,7 +123,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         err = ConfigError(problems)
         return fail(2, str(err), "Fix the settings named above.", problems[0].field)
     try:
-        dataset.load(project.resolve(cfg.dataset_dir), cfg.exclude_images)
+        items = dataset.load(project.resolve(cfg.dataset_dir), cfg.exclude_images, cfg.repeats)
     except dataset.DatasetError as exc:
         first = next(f for f in exc.findings if f.fatal)
         return fail(2, str(exc), "Fix or remove the files named above; the dataset folder is "
@@ -139,10 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             return fail(2, f"Nothing to resume: no complete resume point in {where}.",
                         "Start a new run (without --resume).", "resume")
         try:
-            checkpoint.check_compatible(checkpoint.verify(resume), cfg, checkpoint.
-                                        dataset_manifest(dataset.load(
-                                            project.resolve(cfg.dataset_dir), cfg.exclude_images,
-                                            cfg.repeats)))
+            checkpoint.check_compatible(checkpoint.verify(resume), cfg,
+                                        checkpoint.dataset_manifest(items))
         except checkpoint.ResumeError as exc:
             return fail(2, str(exc), exc.hint, exc.field)
     if main_rank:

@@ -55,9 +55,8 @@ class Style(QProxyStyle):
     them in a darker shade of the window colour, which all but disappears on a dark palette."""
 
     def drawPrimitive(self, element, option, painter: QPainter, widget=None) -> None:
-        if element == QStyle.PrimitiveElement.PE_IndicatorRadioButton:
-            return self._radio(option, painter)
-        if element != QStyle.PrimitiveElement.PE_IndicatorCheckBox:
+        radio = element == QStyle.PrimitiveElement.PE_IndicatorRadioButton
+        if not radio and element != QStyle.PrimitiveElement.PE_IndicatorCheckBox:
             return super().drawPrimitive(element, option, painter, widget)
         painter.save()
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -65,7 +64,15 @@ class Style(QProxyStyle):
         enabled = bool(option.state & QStyle.StateFlag.State_Enabled)
         on = bool(option.state & QStyle.StateFlag.State_On)
         painter.setPen(QPen(QColor(ACCENT if on else "#8a8d96" if enabled else "#55585f"), 1.2))
-        painter.setBrush(QColor(ACCENT) if on and enabled else option.palette.base())
+        if radio:
+            self._radio(painter, box, on, enabled, option.palette.base())
+        else:
+            self._check(painter, box, on, enabled, option.palette.base())
+        painter.restore()
+
+    @staticmethod
+    def _check(painter: QPainter, box: QRectF, on: bool, enabled: bool, base) -> None:
+        painter.setBrush(QColor(ACCENT) if on and enabled else base)
         painter.drawRoundedRect(box, 3, 3)
         if on:
             tick = QPainterPath(QPointF(box.left() + box.width() * 0.22, box.center().y()))
@@ -75,25 +82,16 @@ class Style(QProxyStyle):
                                 Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin))
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawPath(tick)
-        painter.restore()
-
 
     @staticmethod
-    def _radio(option, painter: QPainter) -> None:
-        painter.save()
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        box = QRectF(option.rect).adjusted(1.5, 1.5, -1.5, -1.5)
-        enabled = bool(option.state & QStyle.StateFlag.State_Enabled)
-        on = bool(option.state & QStyle.StateFlag.State_On)
-        painter.setPen(QPen(QColor(ACCENT if on else "#8a8d96" if enabled else "#55585f"), 1.2))
-        painter.setBrush(option.palette.base())
+    def _radio(painter: QPainter, box: QRectF, on: bool, enabled: bool, base) -> None:
+        painter.setBrush(base)
         painter.drawEllipse(box)
         if on:
             painter.setPen(Qt.PenStyle.NoPen)
             painter.setBrush(QColor(ACCENT if enabled else "#55585f"))
             painter.drawEllipse(box.adjusted(box.width() * 0.25, box.height() * 0.25,
                                              -box.width() * 0.25, -box.height() * 0.25))
-        painter.restore()
 
 
 def apply(app: QApplication) -> None:
