@@ -3,30 +3,31 @@
     python3 scripts/bootstrap.py demo   # install, then open the app on the demo project
     python3 scripts/bootstrap.py test   # install, then run the test suite
     python3 scripts/bootstrap.py train-demo   # install, then train the demo LoRA headless
+    python3 scripts/bootstrap.py install      # install only (and make the launcher)
 
-Standard library only: this runs before anything is installed.
+On Windows, write `py` for `python3`. Standard library only: this runs before anything is installed.
 
 Why a script instead of a bare `pip install`: torch must be pinned *in the same pip command* as
-diffusers/peft/accelerate, otherwise pip resolves their `torch>=…` to the newest CUDA build and
-downloads several GB of nvidia-* wheels even on a machine without a GPU
-(../shared/reference/machine-notes.md §1, "CUDA trap 1"). The script picks the build:
-NVIDIA GPU present -> the default PyPI wheel (CUDA on Linux); Linux without one -> the `+cpu` wheel.
+diffusers/peft/accelerate, otherwise pip resolves their `torch>=…` to the newest build and downloads
+several GB of CUDA wheels even on a machine without a GPU. Which build fits the machine (CPU, the
+CUDA line for the driver and the card, Apple's MPS) is decided by `studio/install_plan.py`, a pure
+table that is tested over OS × GPU × driver (tests/test_install_plan.py).
 """
 
 from __future__ import annotations
 
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from studio import install_plan  # noqa: E402 - standard library only, importable before installing
+
 VENV = ROOT / ".venv"
-TORCH_VERSION = "2.13.0"
-TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 EXTRAS = "train,gui,dev"
 
 
@@ -35,48 +36,85 @@ def venv_python() -> Path:
     return VENV / sub
 
 
-def has_nvidia_gpu() -> bool:
-    return shutil.which("nvidia-smi") is not None
-
-
-def torch_requirement() -> tuple[str, list[str]]:
-    """The torch pin and any extra pip arguments needed to get the right build."""
-    if has_nvidia_gpu() or platform.system() != "Linux":
-        # PyPI's Linux wheel is the CUDA build; macOS/Windows wheels on PyPI are CPU/MPS builds.
-        return f"torch=={TORCH_VERSION}", []
-    return f"torch=={TORCH_VERSION}+cpu", []
-
-
 def pip(*args: str) -> int:
     cmd = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", *args]
     print("+", " ".join(cmd), flush=True)
     return subprocess.call(cmd)
 
 
+def install_torch(choice: install_plan.TorchChoice) -> list[str]:
+    """Install the chosen build; returns the pip arguments that pin it for the next command."""
+    args = choice.pip_args()
+    # A CPU wheel may sit in the machine's local wheel folder: try that before PyTorch's index.
+    if choice.device == "cpu" and choice.index_url and pip(choice.requirement) == 0:
+        return [choice.requirement]
+    if pip(*args) != 0:
+        sys.exit(f"Could not install {choice.requirement}. Check the network connection and "
+                 "run this again.")
+    return args
+
+
+def verify_device(choice: install_plan.TorchChoice) -> None:
+    """After the install: does PyTorch really see the GPU the table chose a build for?"""
+    if choice.device != "cuda":
+        return
+    probe = "import torch; print(torch.cuda.is_available())"
+    out = subprocess.run([str(venv_python()), "-c", probe], capture_output=True, text=True).stdout
+    if out.strip() != "True":
+        print("\n" + "!" * 78 + "\nWARNING: " + install_plan.gpu_unused_warning(False) +
+              "\n" + "!" * 78 + "\n", flush=True)
+
+
 def ensure_installed() -> None:
     stamp = VENV / ".lora-studio-installed"
-    wanted = (ROOT / "pyproject.toml").read_text() + TORCH_VERSION
+    choice = install_plan.choose_torch(platform.system(), platform.machine(),
+                                       install_plan.query_gpus())
+    wanted = (ROOT / "pyproject.toml").read_text() + choice.requirement
     if stamp.exists() and stamp.read_text() == wanted:
         return
+    if choice.note:
+        banner = "!" * 78 if choice.problem else "-" * 78
+        print(f"{banner}\n{choice.note}\n{banner}", flush=True)
     if not venv_python().exists():
         print(f"Creating virtual environment in {VENV}", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)
-    torch_pin, extra = torch_requirement()
-    # The CPU wheel comes from the machine's local wheel folder or, failing that, PyTorch's CPU index.
-    if pip(torch_pin, *extra) != 0 and torch_pin.endswith("+cpu"):
-        extra = ["--extra-index-url", TORCH_CPU_INDEX]
-        if pip(torch_pin, *extra) != 0:
-            sys.exit("Could not install torch. Check the network connection and run this again.")
-    if pip("-e", f"{ROOT}[{EXTRAS}]", torch_pin, *extra) != 0:
+    torch_args = install_torch(choice)
+    if pip("-e", f"{ROOT}[{EXTRAS}]", *torch_args, *choice.extras) != 0:
         sys.exit("Installing LoRA Studio's dependencies failed (see pip's message above).")
-    # --- CLIP tokenizer files for single-file checkpoints (issue 6) -----------------------------
-    # Generated from the MIT BPE table in the open-clip-torch wheel (lora-formats.md §8.4).
-    # Non-fatal: only single-file checkpoints need them, and the script can be rerun online.
+    # CLIP tokenizer files for single-file checkpoints, generated from the MIT BPE table in the
+    # open-clip-torch wheel (scripts/make_clip_bpe.py). Non-fatal: only single files need them.
     if subprocess.call([str(venv_python()), str(ROOT / "scripts" / "make_clip_bpe.py")]) != 0:
         print("warning: CLIP tokenizer files not generated (offline?); single-file checkpoints "
               "need them: run `python scripts/make_clip_bpe.py` once while online.", flush=True)
-    # ---------------------------------------------------------------------------------------------
+    verify_device(choice)
+    write_launcher()
     stamp.write_text(wanted)
+
+
+def write_launcher() -> Path | None:
+    """A double-clickable launcher beside the README: .bat (Windows), .command (macOS),
+    .desktop (Linux). It runs the installed app directly (no reinstall check)."""
+    py = venv_python()
+    system = platform.system()
+    if system == "Windows":
+        path, text = ROOT / "LoRA Studio.bat", f'@echo off\r\ncd /d "{ROOT}"\r\n' \
+            f'start "" "{py.with_name("pythonw.exe")}" -m ui %*\r\n'
+    elif system == "Darwin":
+        path, text = ROOT / "LoRA Studio.command", f'#!/bin/sh\ncd "{ROOT}"\nexec "{py}" -m ui "$@"\n'
+    else:
+        path = ROOT / "lora-studio.desktop"
+        text = ("[Desktop Entry]\nType=Application\nName=LoRA Studio\n"
+                "Comment=Train a style LoRA from a folder of images\n"
+                f'Exec="{py}" -m ui %f\nPath={ROOT}\nTerminal=false\n'
+                "Categories=Graphics;\n")
+    try:
+        path.write_text(text, encoding="utf-8")
+        path.chmod(0o755)
+    except OSError as exc:  # a read-only checkout: the commands in the README still work
+        print(f"note: no launcher written ({exc})", flush=True)
+        return None
+    print(f"Launcher: {path} (double-click it to open LoRA Studio)", flush=True)
+    return path
 
 
 def main() -> int:
