@@ -13,12 +13,17 @@ MARGIN = 64 * 1024 * 1024  # leave room for logs and the OS
 
 
 class DiskFull(OSError):
-    def __init__(self, folder: Path, needed: int | None, free: int):
+    """`needed` is what the write itself takes (the safety margin is said apart, never added in);
+    `resumable` says whether the run has a resume point to continue from."""
+
+    def __init__(self, folder: Path, needed: int | None, free: int, resumable: bool = False):
         self.folder, self.needed, self.free = folder, needed, free
-        wanted = f"{human_bytes(needed)} needed, " if needed else ""
+        wanted = (f"{human_bytes(needed)} needed plus {human_bytes(MARGIN)} kept free for logs "
+                  "and the system, ") if needed else ""
         super().__init__(errno.ENOSPC, f"Not enough space on the disk {mount_point(folder)} to "
                                        f"write into {folder}: {wanted}{human_bytes(free)} free.")
-        self.hint = "Free some space on that disk (or move the project), then resume the run."
+        self.hint = ("Free some space on that disk (or move the project), then "
+                     + ("resume the run." if resumable else "start the run again."))
 
 
 def mount_point(folder: Path) -> Path:
@@ -43,8 +48,8 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(existing).free
 
 
-def ensure_free(folder: Path, needed: int) -> None:
-    """Raise DiskFull before writing `needed` bytes into `folder` if they can't fit."""
+def ensure_free(folder: Path, needed: int, resumable: bool = False) -> None:
+    """Raise DiskFull before writing `needed` bytes into `folder` if they can't fit with MARGIN."""
     free = free_bytes(folder)
     if free < needed + MARGIN:
-        raise DiskFull(Path(folder), needed + MARGIN, free)
+        raise DiskFull(Path(folder), needed, free, resumable)
