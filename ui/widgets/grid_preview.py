@@ -2,15 +2,36 @@
 
 The worker's PNG carries its own labels, sized for the full image (unreadable once a grid of
 512 px cells is scaled into a window); this widget shows only the cells part of that image and
-draws the labels beside it at screen size. Without labels it shows the whole image."""
+draws the labels beside it at screen size — wrapped onto two lines and shrunk when a column is
+narrow, never cut or overlapping. Small cells are enlarged with crisp pixels (ui/widgets/pixels.py).
+Without labels it shows the whole image."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QRect, QRectF, QSize, Qt
-from PySide6.QtGui import QFont, QPainter, QPalette, QPixmap
+from PySide6.QtGui import QFont, QFontMetrics, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from ui.widgets import pixels
+
 GAP = 8
+MIN_POINT_SIZE = 6.0
+WRAP = Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom | Qt.TextFlag.TextWordWrap
+
+
+def label_font(base: QFont, texts: list[str], width: float, lines: int = 2) -> QFont:
+    """The largest font (down to MIN_POINT_SIZE) at which every text fits `width` in `lines` lines."""
+    font = QFont(base)
+    size = font.pointSizeF() if font.pointSizeF() > 0 else 9.0
+    while True:
+        font.setPointSizeF(size)
+        metrics = QFontMetrics(font)
+        box = QRect(0, 0, max(1, int(width)), 10_000)
+        if all(metrics.boundingRect(box, int(WRAP), t).height() <= lines * metrics.height()
+               and metrics.boundingRect(box, int(WRAP), t).width() <= width for t in texts) \
+                or size <= MIN_POINT_SIZE:
+            return font
+        size = max(MIN_POINT_SIZE, size - 0.5)
 
 
 class GridPreview(QWidget):
@@ -52,7 +73,6 @@ class GridPreview(QWidget):
 
     def paintEvent(self, event) -> None:
         painter = QPainter(self)
-        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         palette = self.palette()
         painter.fillRect(self.rect(), palette.color(QPalette.ColorRole.Base))
         if self.pixmap is None or self.pixmap.isNull():
@@ -64,25 +84,21 @@ class GridPreview(QWidget):
         metrics = self.fontMetrics()
         left = max((metrics.horizontalAdvance(t) for t in self.rows), default=0)
         left = left + 2 * GAP if self.labelled() else 0
-        top = metrics.height() + GAP if self.labelled() else 0
+        top = 2 * metrics.height() + GAP if self.labelled() else 0
         area = self.rect().adjusted(left, top, 0, 0)
-        size = self.source.size()
-        if size.width() > area.width() or size.height() > area.height():
-            size = size.scaled(area.size(), Qt.AspectRatioMode.KeepAspectRatio)
-        target = QRect(0, 0, size.width(), size.height())
-        target.moveCenter(area.center())
-        painter.drawPixmap(target, self.pixmap, self.source)
+        scale = pixels.fit_scale(self.source.size(), area.size())
+        target = pixels.placed(self.source.size(), area, scale)
+        pixels.draw(painter, target, self.pixmap, self.source)
         if not self.labelled():
             return
         painter.setPen(palette.color(QPalette.ColorRole.Text))
-        font = QFont(self.font())
-        painter.setFont(font)
         cw = target.width() / len(self.cols)
         ch = target.height() / len(self.rows)
+        painter.setFont(label_font(self.font(), self.cols, cw - 4))
         for c, text in enumerate(self.cols):
-            box = QRectF(target.left() + c * cw, target.top() - top, cw, top - 2)
-            painter.drawText(box, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignBottom,
-                             metrics.elidedText(text, Qt.TextElideMode.ElideRight, int(cw)))
+            box = QRectF(target.left() + c * cw + 2, target.top() - top, cw - 4, top - 2)
+            painter.drawText(box, int(WRAP), text)
+        painter.setFont(self.font())
         for r, text in enumerate(self.rows):
             box = QRectF(target.left() - left, target.top() + r * ch, left - GAP, ch)
             painter.drawText(box, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,

@@ -1,17 +1,47 @@
-"""The latest sample images of a run in a row (click one to open it at full size)."""
+"""The latest sample images of a run in a row, large enough to judge texture (small models' images
+enlarged with crisp pixels); click one to open it in the in-app full-size viewer."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, QUrl
-from PySide6.QtGui import QDesktopServices
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QScrollArea, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPainter, QPalette, QPixmap
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
 from ui import theme
 from ui.thumbnails import ThumbnailLoader
+from ui.widgets import pixels
 
-SAMPLE_PX = 96
+SAMPLE_PX = 192
+
+
+class SampleTile(QWidget):
+    """One sample, scaled into a square tile by the same rule as every image view."""
+
+    clicked = Signal()
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.pixmap: QPixmap | None = None
+        self.setFixedSize(SAMPLE_PX + 8, SAMPLE_PX + 8)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+
+    def set_pixmap(self, pixmap: QPixmap) -> None:
+        self.pixmap = pixmap
+        self.update()
+
+    def paintEvent(self, event) -> None:
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), self.palette().color(QPalette.ColorRole.Base))
+        if self.pixmap is not None and not self.pixmap.isNull():
+            area = self.rect().adjusted(4, 4, -4, -4)
+            scale = pixels.fit_scale(self.pixmap.size(), area.size())
+            pixels.draw(painter, pixels.placed(self.pixmap.size(), area, scale), self.pixmap)
+
+    def mouseReleaseEvent(self, event) -> None:
+        if event.button() == Qt.MouseButton.LeftButton:
+            self.clicked.emit()
 
 
 class SampleStrip(QWidget):
@@ -32,13 +62,13 @@ class SampleStrip(QWidget):
         scroll.setWidget(inner)
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        scroll.setFixedHeight(SAMPLE_PX + 24)
+        scroll.setFixedHeight(SAMPLE_PX + 28)
         scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.title)
         layout.addWidget(scroll)
-        self.buttons: dict[str, QToolButton] = {}
+        self.buttons: dict[str, SampleTile] = {}
 
     def clear(self) -> None:
         for button in self.buttons.values():
@@ -56,13 +86,10 @@ class SampleStrip(QWidget):
         self.note.hide()
         self.title.setText(f"<b>Samples</b> at step {step:,} (epoch {epoch})")
         for i, path in enumerate(paths):
-            button = QToolButton()
-            button.setIconSize(QSize(SAMPLE_PX, SAMPLE_PX))
-            button.setFixedSize(SAMPLE_PX + 8, SAMPLE_PX + 8)
+            button = SampleTile()
             prompt = prompts[i] if i < len(prompts) else ""
             button.setToolTip(f"{prompt}\n\n{Path(path).name}: click to open at full size")
-            button.clicked.connect(lambda _=False, p=path: QDesktopServices.openUrl(
-                QUrl.fromLocalFile(p)))
+            button.clicked.connect(lambda p=path: self.open_full(p))
             self.row.insertWidget(self.row.count() - 1, button)
             self.buttons[path] = button
             self._on_ready(path, SAMPLE_PX)
@@ -72,4 +99,9 @@ class SampleStrip(QWidget):
         if button is not None and size == SAMPLE_PX:
             pixmap = self.loader.get(Path(path), SAMPLE_PX)
             if pixmap is not None:
-                button.setIcon(pixmap)
+                button.set_pixmap(pixmap)
+
+    def open_full(self, path: str) -> None:
+        from ui.widgets.image_viewer import ImageViewer
+
+        ImageViewer.show_file(Path(path), self)
