@@ -128,6 +128,8 @@ def test_grid_rows_are_checkpoints_and_columns_strengths(serve, lora_files, tmp_
     image = Image.open(out)
     assert "LoRA grid" in image.text["parameters"]
     px = np.asarray(image.convert("RGB"), dtype=np.int16)
+    k = grid.cell_scale((64, 64))  # small cells are enlarged, pixel for pixel (nearest)
+    base = base.repeat(k, axis=0).repeat(k, axis=1)
     for row in range(2):
         box = grid.cell_box(image.size, (64, 64), 2, 3, row, 0)
         assert np.array_equal(px[box[1]:box[3], box[0]:box[2]], base)  # strength 0 = base

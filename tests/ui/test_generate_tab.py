@@ -226,7 +226,7 @@ def test_the_grid_command_and_its_result(qtbot, gen, fake_worker, tmp_path, monk
     assert grid.preview.labelled()
     assert grid.preview.rows == ["step 100", "step 200", "final (step 300)"]
     assert grid.preview.cols == ["strength 0", "strength 0.5", "strength 1"]
-    assert grid.preview.source.size().toTuple() == (3 * 64, 3 * 64)
+    assert grid.preview.source.size().toTuple() == (3 * 256, 3 * 256)  # 64 px cells shown ×4
     assert tab.history.count() == 0  # grids live in the grid view
     target = tmp_path / "grid-copy.png"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))

@@ -12,6 +12,7 @@ from PySide6.QtCore import QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QFont, QFontMetrics, QPainter, QPalette, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from studio import grid
 from ui.widgets import pixels
 
 GAP = 8
@@ -59,7 +60,8 @@ class GridPreview(QWidget):
         self.rows, self.cols = list(rows or []), list(cols or [])
         self.source = pixmap.rect()
         if self.rows and self.cols and cell and not pixmap.isNull():
-            w, h = len(self.cols) * cell[0], len(self.rows) * cell[1]
+            shown = grid.shown_cell(cell)  # the saved grid enlarges small cells (studio/grid.py)
+            w, h = len(self.cols) * shown[0], len(self.rows) * shown[1]
             if w <= pixmap.width() and h <= pixmap.height():
                 self.source = QRect(pixmap.width() - w, pixmap.height() - h, w, h)
             else:
