@@ -227,9 +227,12 @@ class MainWindow(QMainWindow):
             if not self._closing and not self.confirm_stop():
                 event.ignore()
                 return
+            self._closing = True
+        # The question above runs its own event loop: the run may have finished (and reported
+        # it, while _closing was still False) before the answer came, so ask again here.
+        if self.train_tab.is_running():
             # Stop gracefully and close once the worker has saved and exited (or was killed
             # after its grace period); the window stays until then, showing the progress.
-            self._closing = True
             self.train_tab.stop_training()
             self.status("Stopping training and saving the LoRA before closing…")
             event.ignore()

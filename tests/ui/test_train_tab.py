@@ -149,3 +149,21 @@ def test_closing_the_window_stops_the_run_gracefully(qtbot, ready, fake_worker):
     qtbot.waitUntil(lambda: not ready.isVisible(), timeout=20000)
     assert protocol.command("stop") in fake_worker.commands()
     assert not tab.is_running() and tab.panel.adapter.is_file()
+
+
+def test_closing_while_the_run_finishes_closes_once_the_save_is_done(qtbot, ready, fake_worker):
+    # The artist clicks close near the end; while the question is open the run finishes and
+    # saves. Answering "Yes" must then close the window, not leave it waiting for a second click.
+    fake_worker.steps, fake_worker.delay = 40, 0.02
+    tab = ready.train_tab
+
+    def answer_after_the_run_ended() -> bool:
+        qtbot.waitUntil(lambda: not tab.is_running(), timeout=20000)
+        return True
+
+    ready.confirm_stop = answer_after_the_run_ended
+    tab.train_button.click()
+    qtbot.waitUntil(lambda: tab.panel.progress.value() >= 3, timeout=20000)
+    ready.close()
+    qtbot.waitUntil(lambda: not ready.isVisible(), timeout=2000)
+    assert tab.panel.adapter.is_file()
