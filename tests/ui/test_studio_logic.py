@@ -226,3 +226,18 @@ def test_run_history_reads_only_the_end_of_long_event_files(tmp_path):
     assert run.events.stat().st_size > 10 * run_history.TAIL_BYTES
     summary = run_history.summarize(run)
     assert (summary.status, summary.step, summary.message) == ("failed", 50_000, "boom")
+
+
+def test_reopening_the_demo_keeps_the_artists_settings(tmp_path):
+    from studio import config, demo
+
+    project = demo.create_demo_project(tmp_path / "demo")
+    cfg = project.load_config()
+    project.save_config(config.from_dict({"max_steps": 600, "rank": 8}, cfg))
+    again = demo.create_demo_project(tmp_path / "demo").load_config()
+    assert (again.max_steps, again.rank) == (600, 8)  # was reset to the preset's 150
+    # A moved checkout: the stale bundled paths point back at the assets, the rest is kept.
+    project.save_config(config.from_dict({"base_model": str(tmp_path / "gone" / "pocket-model")},
+                                         again))
+    moved = demo.create_demo_project(tmp_path / "demo").load_config()
+    assert moved.base_model == str(demo.POCKET_MODEL) and moved.max_steps == 600
