@@ -1,4 +1,4 @@
-"""What the training loop does after each optimizer step: one pure decision, testable without torch."""
+"""What the training loop does after each step: one pure decision, tested without torch."""
 
 from __future__ import annotations
 

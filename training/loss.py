@@ -72,9 +72,9 @@ class LatentScale:
         return (latents - self.shift) * self.scaling
 
 
-def train_step(accelerator, unet, batch: tuple, noise_scheduler, prediction: str, scale: LatentScale,
-               gen: torch.Generator, noise_offset: float, min_snr_gamma: float, dtype: torch.dtype,
-               accumulation: int = 1) -> torch.Tensor:
+def train_step(accelerator, unet, batch: tuple, noise_scheduler, prediction: str,
+               scale: LatentScale, gen: torch.Generator, noise_offset: float,
+               min_snr_gamma: float, dtype: torch.dtype, accumulation: int = 1) -> torch.Tensor:
     """One micro-batch: noise the batch's latents at random timesteps, predict, backpropagate
     (divided by `accumulation`); returns the detached loss. `batch`: (unscaled latents, text
     embeddings, SDXL's added conditioning or None), as TrainingData.batch gives it. Noise and

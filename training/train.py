@@ -117,9 +117,10 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     sink.emit(Status("caching", f"Preparing {len(train_items)} images"))
     with accelerator.main_process_first():
         data, val = training_data.build(
-            train_items, held_out, cfg, base, project.cache, device, train_text=cfg.train_text_encoder,
+            train_items, held_out, cfg, base, project.cache, device,
             on_progress=lambda d, t: sink.emit(Status("caching", f"Encoded {d}/{t}",
-                                                      {"done": d, "total": t})))
+                                                      {"done": d, "total": t})),
+            train_text=cfg.train_text_encoder)
     sink.emit(cache_ready(data, len(held_out)))
     scale = LatentScale.of(base.vae)
 
