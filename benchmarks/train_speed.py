@@ -66,10 +66,9 @@ def run_case(c: dict) -> dict:
 
     from studio import dataset
     from studio.config import Precision, TrainConfig
-    from training import cache as tcache, models
-    from training.data import TrainingData
+    from training import cache as tcache, data as tdata, models
     from training.demo import draw_shapes
-    from training.loss import diffusion_loss, sample_noise
+    from training.loss import LatentScale, train_step
     from training.optim import build_optimizer, build_schedule
     from training.train import cpu_threads, mixed_precision
     imports_s, res, bs = time.perf_counter() - T0, c["res"], c["batch"]
@@ -98,15 +97,14 @@ def run_case(c: dict) -> dict:
         text, pooled = torch.randn(n, 77, 2048), torch.randn(n, 1280)
         time_ids = torch.tensor([[res, res, 0, 0, res, res]] * bs, dtype=torch.float32)
     elif c["cache"]:  # the real cache: VAE posterior + text embeddings on disk, then in memory
-        data = TrainingData(items, cfg, base, tmp / "cache", device)
+        data, _ = tdata.build(items, [], cfg, base, tmp / "cache", device)
     else:  # encode per step: keep VAE and text encoder on the device, pixels preloaded
         pixels = tcache._to_pixels(items, (res, res), False)
         captions = [it.caption for it in items]
         base.vae.to(device, dtype=torch.float32)
         base.text_encoder.to(device)
     cache_s = time.perf_counter() - t
-    scaling = float(base.vae.config.scaling_factor) if base.vae else 0.13025
-    shift = float((base.vae.config.get("shift_factor") if base.vae else 0.0) or 0.0)
+    scale = LatentScale.of(base.vae) if base.vae else LatentScale(0.13025)
 
     # The LoRA on the frozen UNet, exactly as train.py step 3.
     t = time.perf_counter()
@@ -120,52 +118,41 @@ def run_case(c: dict) -> dict:
     unet, optimizer, lr_schedule = accelerator.prepare(unet, optimizer, lr_schedule)
     unet.train()
     setup_s = time.perf_counter() - t
-    n_t = base.noise_scheduler.config.num_train_timesteps
     gen, rng = torch.Generator().manual_seed(cfg.seed), random.Random(cfg.seed)
     queue, epoch = [], 0
 
-    def batch(idx):
+    def batch(idx) -> tuple:
+        """(unscaled latents, text embeddings, SDXL's added conditioning), as TrainingData.batch."""
         if data is not None:
-            return data.batch(idx, gen, rng), None
+            return data.batch(idx, gen, rng)
         if base.vae is None:
             added = {"text_embeds": pooled[idx].to(device, weight_dtype),
                      "time_ids": time_ids[:len(idx)].to(device, weight_dtype)}
             return (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen),
-                    text[idx]), added
+                    text[idx], added)
         with torch.no_grad():  # uncached: the VAE and text encoder run every step
             dist = base.vae.encode(pixels[idx].to(device)).latent_dist
             lat = dist.mean + dist.std * torch.randn(dist.mean.shape, generator=gen).to(device)
-            return (lat, tcache.encode_text(base, [captions[i] for i in idx], device)), None
+            return lat, tcache.encode_text(base, [captions[i] for i in idx], device)[0], None
 
     def step() -> bool:
-        """The body of train.py's loop (one micro-batch), including its per-step syncs."""
+        """One step of train.py's loop: its micro-batch (loss.train_step, the same function),
+        the finite check (its one host-device sync) and the update."""
         nonlocal queue, epoch
         if not queue:
             queue, epoch = data.epoch_batches(epoch, cfg.seed, bs) if data else \
                 [list(range(k, k + bs)) for k in range(0, len(items), bs)], epoch + 1
-        idx = queue.pop(0)
-        (latents, txt), added = batch(idx)
-        latents = (latents - shift) * scaling
-        noise = sample_noise(latents.shape, gen, cfg.noise_offset)
-        timesteps = torch.randint(0, n_t, (len(idx),), generator=gen)
-        model = unet if added is None else (
-            lambda x, t_, e: unet(x, t_, e, added_cond_kwargs=added))  # SDXL's extra inputs
-        finite = torch.tensor(True, device=device)
-        with accelerator.autocast():
-            loss = diffusion_loss(model, latents.to(device), txt.to(device),
-                                  base.noise_scheduler, base.prediction_type, noise.to(device),
-                                  timesteps.to(device), cfg.min_snr_gamma, weight_dtype)
-        accelerator.backward(loss)
-        finite &= torch.isfinite(loss.detach())
-        if not bool(finite):  # train.py's host-device sync; skips the update
+        loss = train_step(accelerator, unet, batch(queue.pop(0)), base.noise_scheduler,
+                          base.prediction_type, scale, gen, cfg.noise_offset, cfg.min_snr_gamma,
+                          weight_dtype)
+        if not bool(torch.isfinite(loss)):  # skips the update, as train.py does
             optimizer.zero_grad(set_to_none=True)
             return False
         accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
         optimizer.step()
         lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
-        accelerator.check_trigger()  # train.py calls it every step (a .item(): another sync)
-        step.loss = loss.detach()
+        step.loss = loss
         return True
 
     times, bad, cuda = [], 0, device.type == "cuda"
@@ -205,7 +192,7 @@ def cli_case(steps: int, threads: int) -> dict:
     Project(root).save_config(config.from_dict(dict(
         base_model=str(model), resolution=64, rank=4, alpha=4.0, max_steps=steps, batch_size=1,
         output_name="bench", sample_every_n_epochs=0, validation_images=0,
-        checkpoint_every_minutes=0, cpu_threads=threads)))
+        resume_point_every_minutes=0, cpu_threads=threads)))
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "training", "train", str(root), "--json"],

@@ -41,7 +41,7 @@ def atomic_path(path: Path, mode: int = FILE_MODE) -> Iterator[Path]:
         if not isinstance(exc, DiskFull) and is_disk_full(exc):
             raise DiskFull(path.parent, None, free_bytes(path.parent)) from exc
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -61,8 +61,9 @@ def write_bytes(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def _fsync_dir(folder: Path) -> None:
-    # Make the rename itself durable; not possible (nor needed) on Windows.
+def fsync_dir(folder: Path) -> None:
+    """Make renames and new files in `folder` durable (a no-op on Windows, which cannot open a
+    folder for fsync and does not need it)."""
     if os.name == "nt":
         return
     fd = os.open(folder, os.O_RDONLY)

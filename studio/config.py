@@ -12,9 +12,8 @@ from typing import Any
 
 import tomli_w
 
+from studio.config_schema import SCHEMA_VERSION, migrate  # config.SCHEMA_VERSION: used as is
 from studio.paths import name_problem
-
-SCHEMA_VERSION = 1
 
 
 class Precision(enum.StrEnum):
@@ -269,15 +268,16 @@ class TrainConfig:
         "my-style", "Output name",
         "File name of the LoRA (without .safetensors); also the name other apps show.", "Output")
     save_every_n_steps: int = option(
-        0, "Checkpoint every N steps",
-        "Also save the LoRA every N steps, to compare stages of training (0: only at the end).",
+        0, "LoRA file every N steps",
+        "Also save a LoRA file every N steps (in the run's loras/ folder), to compare stages of "
+        "training (0: only at the end). Each one comes with a resume point.",
         "Output", minimum=0, maximum=1_000_000, step=50)
-    checkpoint_every_minutes: float = option(
+    resume_point_every_minutes: float = option(
         10.0, "Resume point every N minutes",
         "Save everything needed to resume (LoRA, optimizer, position) at least this often, so a "
-        "crash or power cut loses little. 0: only with the step checkpoints and on stop.",
+        "crash or power cut loses little. 0: only with the step LoRA files and on stop.",
         "Output", minimum=0.0, maximum=1440.0, step=1.0, advanced=True)
-    keep_checkpoints: int = option(
+    keep_resume_points: int = option(
         3, "Resume points kept", "How many of the newest resume points to keep on disk.",
         "Output", minimum=1, maximum=100, step=1, advanced=True)
     save_dtype: SaveDtype = option(
@@ -398,7 +398,7 @@ def coerce(name: str, value: Any) -> Any:
 def from_dict(data: dict[str, Any], base: TrainConfig | None = None, source: str = "") -> TrainConfig:
     """Build a config from TOML-like data over `base`; every unknown key and bad value is reported."""
     problems, values = [], {}
-    for key, value in data.items():
+    for key, value in migrate(data).items():
         if key not in FIELDS:
             problems.append(Problem(key, "unknown setting" + _suggest(key)))
             continue

@@ -1,4 +1,4 @@
-"""The LoRAs an artist can try in the Generate tab: each run's final file and its checkpoints,
+"""The LoRAs an artist can try in the Generate tab: each run's final file and its step LoRA files,
 and the trigger word stored in a file's metadata. Reads safetensors headers only (bounded, no
 torch), so the GUI can call it on its thread for a project's few dozen files."""
 
@@ -31,8 +31,8 @@ class LoraFile:
 
 @dataclass(frozen=True)
 class RunLoras:
-    """One run's LoRA files: the final one first (when there is one), then its checkpoints,
-    newest first."""
+    """One run's LoRA files: the final one first (when there is one), then the ones saved during
+    training (loras/), newest first."""
     run: Path
     name: str  # the LoRA's output name
     files: tuple[LoraFile, ...]
@@ -122,13 +122,13 @@ def run_loras(run: RunDir) -> RunLoras | None:
         step = _int(metadata(final).get("ss_steps"))
         files.append(LoraFile(final, f"final (step {step:,})" if step else "final", step, True))
         name = name or final.stem
-    checkpoints = []
-    for path in run.checkpoints.glob("*.safetensors") if run.checkpoints.is_dir() else ():
+    steps = []
+    for path in run.lora_files():
         match = _STEP.search(path.stem)
         step = int(match.group(1)) if match else _int(metadata(path).get("ss_steps"))
-        checkpoints.append(LoraFile(path, f"step {step:,}" if step else path.stem, step))
-    checkpoints.sort(key=lambda f: (f.step, f.path.name), reverse=True)
-    files += checkpoints
+        steps.append(LoraFile(path, f"step {step:,}" if step else path.stem, step))
+    steps.sort(key=lambda f: (f.step, f.path.name), reverse=True)
+    files += steps
     if not files:
         return None
     return RunLoras(run.path, name or run.path.name, tuple(files))

@@ -35,8 +35,30 @@ class RunDir:
         return self.path / "samples"
 
     @property
-    def checkpoints(self) -> Path:
+    def loras(self) -> Path:
+        """LoRA files saved during training (`<name>-stepNNNNNN.safetensors`), to compare stages."""
+        return self.path / "loras"
+
+    @property
+    def resume(self) -> Path:
+        """Resume-point folders (`step-NNNNNN/`): the state to continue training exactly."""
+        return self.path / "resume"
+
+    @property
+    def legacy(self) -> Path:
+        """Where runs made before the split kept both kinds (`checkpoints/`); still read."""
         return self.path / "checkpoints"
+
+    def resume_points(self) -> list[Path]:
+        """Complete-looking resume-point folders (with state.json), oldest step first."""
+        found = [p for folder in (self.legacy, self.resume) for p in folder.glob("step-*")
+                 if (p / "state.json").is_file()]
+        return sorted(found, key=lambda p: p.name)
+
+    def lora_files(self) -> list[Path]:
+        """The LoRA files saved during training (not the final one), in name order."""
+        return sorted(p for folder in (self.legacy, self.loras)
+                      for p in folder.glob("*.safetensors"))
 
     def adapter(self, output_name: str) -> Path:
         return self.path / f"{output_name}.safetensors"
@@ -72,6 +94,8 @@ class Project:
         return path if path.is_absolute() else self.root / path
 
     def new_run(self) -> RunDir:
+        """A fresh `runs/<start time>` folder. Only the worker calls this: it owns the run folder
+        (the GUI learns the folder from the worker's first status event)."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for n in range(100):
             path = self.runs / (stamp if n == 0 else f"{stamp}-{n}")

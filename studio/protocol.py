@@ -60,8 +60,10 @@ class Progress(Event):
 
 
 @dataclass(frozen=True)
-class Checkpoint(Event):
-    name: ClassVar[str] = "checkpoint"
+class LoraSaved(Event):
+    """A LoRA file saved during training (`loras/<name>-stepNNNNNN.safetensors`), to compare
+    stages; not the final LoRA (see Done) and not a resume point (those are not announced)."""
+    name: ClassVar[str] = "lora_saved"
     step: int = 0
     path: str = ""
 
@@ -153,7 +155,7 @@ class GenDone(Event):
 
 
 EVENTS: dict[str, type[Event]] = {c.name: c for c in (
-    Hello, Status, Progress, Checkpoint, Sample, Validation, Warning, Done, Error, Ready,
+    Hello, Status, Progress, LoraSaved, Sample, Validation, Warning, Done, Error, Ready,
     GenProgress, ImageReady, GenDone)}
 
 

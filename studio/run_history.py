@@ -63,10 +63,9 @@ def summarize(run: RunDir) -> RunSummary:
             status, message = "failed", str(event.get("message", ""))
     if adapter is not None and not adapter.is_file():
         adapter = None
-    # The engine's resume points: checkpoints/step-*/state.json (training/checkpoint.py); the
-    # worker verifies them itself when asked to resume.
-    resumable = status in ("stopped", "incomplete", "failed") and \
-        any(run.checkpoints.glob("step-*/state.json"))
+    # The engine's resume points: resume/step-*/state.json (training/resume.py); the worker
+    # verifies them itself when asked to resume.
+    resumable = status in ("stopped", "incomplete", "failed") and bool(run.resume_points())
     return RunSummary(run, status, step, total, adapter, message, resumable)
 
 

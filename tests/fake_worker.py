@@ -251,7 +251,6 @@ def main() -> int:
         threading.Thread(target=read_stdin, args=(os.environ.get("FAKE_WORKER_RECORD"),),
                          daemon=True).start()
     run = args.resume or args.run_dir or args.project / "runs" / "fake"
-    run.mkdir(parents=True, exist_ok=True)
     emit("hello", protocol=1, pid=os.getpid(), command="train")
 
     if mode == "error":
@@ -263,6 +262,7 @@ def main() -> int:
              hint="Use a batch size of 1 and turn on gradient checkpointing.",
              field="batch_size", fix={"batch_size": 1, "gradient_checkpointing": True})
         return 1
+    run.mkdir(parents=True, exist_ok=True)  # like the worker: only once the run is accepted
     (run / "config.toml").write_text("output_name = \"fake-style\"\n")
     record_file.append(run / "events.jsonl")
     emit("status", phase="loading_model", text=("Resuming " if args.resume else "") +
@@ -308,7 +308,7 @@ def main() -> int:
                 time.sleep(0.1)
     emit("status", phase="saving", text="Saving the LoRA", details={})
     if stop.is_set() and step < steps:  # a resume point, as the engine writes on stop
-        point = run / "checkpoints" / f"step-{step:06d}"
+        point = run / "resume" / f"step-{step:06d}"
         point.mkdir(parents=True, exist_ok=True)
         (point / "state.json").write_text(json.dumps({"step": step}))
     adapter = run / "fake-style.safetensors"

@@ -58,3 +58,18 @@ def test_validate_checks_ranges_and_cross_field_rules():
 def test_newer_schema_is_refused():
     with pytest.raises(ConfigError, match="newer LoRA Studio"):
         config.from_dict({"schema": config.SCHEMA_VERSION + 1})
+
+
+def test_files_with_the_old_checkpoint_keys_still_load(tmp_path):
+    # Schema 1 called resume points "checkpoints"; its files load, and are written back new.
+    old = tmp_path / "project.toml"
+    old.write_text("schema = 1\nkeep_checkpoints = 7\ncheckpoint_every_minutes = 2.5\n")
+    cfg = config.load(old)
+    assert (cfg.keep_resume_points, cfg.resume_point_every_minutes) == (7, 2.5)
+    assert cfg.schema == config.SCHEMA_VERSION == 2
+    written = tomllib.loads(config.to_toml(cfg))
+    assert written["keep_resume_points"] == 7 and "keep_checkpoints" not in written
+    assert config.parse_overrides(["keep_checkpoints=4"], cfg).keep_resume_points == 4
+    both = config.from_dict({"keep_checkpoints": 1, "keep_resume_points": 5})
+    assert both.keep_resume_points == 5  # the current name wins
+    assert "LoRA file" in config.FIELDS["save_every_n_steps"].metadata["label"]

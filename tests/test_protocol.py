@@ -10,7 +10,7 @@ from studio import protocol
 def test_every_event_round_trips():
     events = [protocol.Hello(pid=3, command="train"), protocol.Status("caching", "x", {"done": 1}),
               protocol.Progress(step=2, total=9, epoch=1, loss=0.5, lr=1e-4, eta_s=3.5),
-              protocol.Checkpoint(step=2, path="/a.safetensors"),
+              protocol.LoraSaved(step=2, path="/a.safetensors"),
               protocol.Done(path="/b", stopped=True, step=4, files=["/b"]),
               protocol.Error(message="bad", hint="fix", field="rank")]
     for event in events:

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, make_project, parse_events, run_cli, worker_env
-from studio import atomic, diskspace
-from studio.project import Project
+from studio import atomic, dataset, diskspace
+from studio.project import Project, RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -71,20 +71,21 @@ def test_sigkill_leaves_only_complete_outputs_and_resume_finishes(tmp_path, tiny
     project = make_project(tmp_path / "p", tiny_model, **{**SETTINGS, "max_steps": 60,
                                                           "save_every_n_steps": 2})
     proc = start(project)
-    read_until(proc, lambda e: e["event"] == "checkpoint" and e["step"] >= 4)
+    read_until(proc, lambda e: e["event"] == "lora_saved" and e["step"] >= 4)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
 
-    ckpts = Path(project / "runs").glob("*/checkpoints")
-    folder = next(ckpts)
-    complete = sorted(folder.glob("step-*"))
-    assert complete, list(folder.iterdir())
-    from training import checkpoint
-    for ckpt in complete:
-        checkpoint.verify(ckpt)  # every visible resume point reads back whole
-    for lora in folder.glob("*.safetensors"):
+    run = RunDir(next(Path(project / "runs").iterdir()))
+    complete = sorted(run.resume.glob("step-*"))
+    assert complete, list(run.resume.iterdir())
+    from training import resume
+    for point in complete:
+        resume.verify(point)  # every visible resume point reads back whole
+    loras = list(run.loras.glob("*.safetensors"))
+    assert loras and not list(run.path.glob("checkpoints"))  # LoRA files and resume points apart
+    for lora in loras:
         assert load_file(lora)  # every exported LoRA loads
-    assert not list(folder.glob("*.tmp"))  # atomic_path never leaves temp files named like outputs
+    assert not list(run.loras.glob("*.tmp"))  # atomic_path never leaves temp files like outputs
 
     resumed = run_cli("train", str(project), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -93,7 +94,7 @@ def test_sigkill_leaves_only_complete_outputs_and_resume_finishes(tmp_path, tiny
 
 def test_resume_refuses_changed_settings_or_data_and_says_why(tmp_path, tiny_model):
     project = make_project(tmp_path / "p", tiny_model, **{**SETTINGS, "max_steps": 3,
-                                                          "checkpoint_every_minutes": 0.0})
+                                                          "resume_point_every_minutes": 0.0})
     proc = start(project, "--control-stdin")
     read_until(proc, lambda e: e["event"] == "progress")
     proc.stdin.write('{"cmd": "stop"}\n')
@@ -140,28 +141,30 @@ def test_full_disk_is_named_and_earlier_files_survive(tmp_path, monkeypatch):
 
 
 def test_nan_losses_are_skipped_then_the_run_stops_with_advice(tmp_path, tiny_model, monkeypatch):
-    from training import train as train_module
+    from training import loss as loss_module, train as train_module
     from training.events import Control, EventSink
 
     torch.set_num_threads(1)
     project = Project(make_project(tmp_path / "p", tiny_model, **SETTINGS))
-    real = train_module.diffusion_loss
+    real = loss_module.diffusion_loss
     calls = {"n": 0}
 
     def sometimes_nan(*args, **kwargs):
         calls["n"] += 1
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] > 3 else loss
-    monkeypatch.setattr(train_module, "diffusion_loss", sometimes_nan)
+    monkeypatch.setattr(loss_module, "diffusion_loss", sometimes_nan)
     run = project.new_run()
     sink = EventSink(claim_stdout=False, stdout_events=False)
     sink.attach_file(run.events)
+    cfg = project.load_config()
+    items = dataset.load(project.resolve(cfg.dataset_dir), cfg.exclude_images, cfg.repeats)
     with pytest.raises(train_module.TrainingDiverged):
-        train_module.train(project, project.load_config(), run, sink, Control(signals=False))
+        train_module.train(project, cfg, run, items, sink, Control(signals=False))
     sink.close_file()
     events = [json.loads(line) for line in run.events.read_text().splitlines()]
     assert sum(e["event"] == "warning" for e in events) == train_module.MAX_BAD_STEPS
-    resume_points = list(run.checkpoints.glob("step-*"))
+    resume_points = list(run.resume.glob("step-*"))
     assert [p.name for p in resume_points] == ["step-000003"]  # the last good step
     lora = load_file(resume_points[0] / "lora.safetensors")
     assert all(torch.isfinite(t).all() for t in lora.values())

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import make_project, run_cli
+from studio import dataset
 from studio.project import Project
 from studio.safetensors_header import read_header
 
@@ -37,9 +38,9 @@ def test_text_encoder_lora_trains_and_reloads_equal(request, tmp_path, model):
                                    train_text_encoder=True, text_encoder_lr=1e-2,
                                    learning_rate=1e-2, sample_every_n_epochs=0))
     cfg = project.load_config()
-    result = train(project, cfg, project.new_run(), EventSink(claim_stdout=False,
-                                                            stdout_events=False),
-                   Control(signals=False))
+    items = dataset.load(project.resolve(cfg.dataset_dir), cfg.exclude_images, cfg.repeats)
+    result = train(project, cfg, project.new_run(), items,
+                   EventSink(claim_stdout=False, stdout_events=False), Control(signals=False))
     tensors, _ = read_header(result.adapter)
     te_prefix = "lora_te1_" if model == "tiny_sdxl" else "lora_te_text_model_"
     assert any(k.startswith(te_prefix) for k in tensors)

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from studio import dataset
 from studio.project import Project
 from training import models
 from training.events import Control, EventSink
@@ -31,7 +32,8 @@ def trained(tmp_path, tiny_model):
                                    save_dtype="fp32", learning_rate=1e-2))
     cfg = project.load_config()
     sink = EventSink(claim_stdout=False, stdout_events=False)
-    result = train(project, cfg, project.new_run(), sink, Control(signals=False))
+    items = dataset.load(project.resolve(cfg.dataset_dir), cfg.exclude_images, cfg.repeats)
+    result = train(project, cfg, project.new_run(), items, sink, Control(signals=False))
     return project, cfg, result
 
 

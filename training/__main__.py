@@ -44,10 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="TOML settings applied over project.toml")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting (repeatable), e.g. --set rank=32")
-    train.add_argument("--run-dir", type=Path, help="use this (new or empty) run folder")
-    train.add_argument("--resume", nargs="?", const="latest", metavar="RUN_OR_CHECKPOINT",
+    train.add_argument("--run-dir", type=Path, help="create the run folder here (new or empty; "
+                                                    "default: runs/<start time> in the project)")
+    train.add_argument("--resume", nargs="?", const="latest", metavar="RUN_OR_RESUME_POINT",
                        help="continue a stopped run: its latest resume point, or the given run "
-                            "folder or checkpoint (default: the newest in the project)")
+                            "folder or resume point (default: the newest in the project)")
     train.add_argument("--control-stdin", action="store_true",
                        help="GUI mode: a 'stop' command or stdin closing stops the run gracefully")
     train.add_argument("--json", action="store_true",
@@ -129,22 +130,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         return fail(2, str(exc), "Fix or remove the files named above; the dataset folder is "
                                  "never changed by LoRA Studio.", str(first.path))
 
-    resume = None
+    point = None  # the resume point, read back and checked once, here
     if args.resume:
-        from training import checkpoint
+        from training import resume
 
-        resume = find_resume_point(project, args.resume)
-        if resume is None:
+        path = find_resume_point(project, args.resume)
+        if path is None:
             where = project.runs if args.resume == "latest" else args.resume
             return fail(2, f"Nothing to resume: no complete resume point in {where}.",
                         "Start a new run (without --resume).", "resume")
         try:
-            checkpoint.check_compatible(checkpoint.verify(resume), cfg,
-                                        checkpoint.dataset_manifest(items))
-        except checkpoint.ResumeError as exc:
+            point = resume.open_point(path, cfg, resume.dataset_manifest(items))
+        except resume.ResumeError as exc:
             return fail(2, str(exc), exc.hint, exc.field)
+    # The worker alone creates the run folder (the GUI learns it from the status event below),
+    # and only now: a run refused above leaves nothing behind.
     if main_rank:
-        run = RunDir(resume.parent.parent) if resume else \
+        run = RunDir(point.path.parent.parent) if point else \
             RunDir(args.run_dir.resolve()) if args.run_dir else project.new_run()
         run.path.mkdir(parents=True, exist_ok=True)
         atomic.write_text(run.config, config.to_toml(cfg))
@@ -160,7 +162,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from training.train import OutOfMemory, TrainingDiverged, train
 
     try:
-        result = train(project, cfg, run, sink, control, resume)
+        result = train(project, cfg, run, items, sink, control, point)
     except UserError as exc:  # the model, data, optimizer or resume point: fix and retry
         return fail(2, str(exc), exc.hint, exc.field)
     except DiskFull as exc:
@@ -181,14 +183,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def find_resume_point(project: Project, spec: str) -> Path | None:
-    from training import checkpoint
+    """`latest`: the newest complete resume point of the project's runs; else `spec` is a resume
+    point folder or a run folder (its newest one)."""
+    from training import resume
 
     if spec == "latest":
-        return checkpoint.latest([r.path for r in project.list_runs()])
+        return resume.latest([r.path for r in project.list_runs()])
     path = Path(spec).resolve()
     if (path / "state.json").is_file():
         return path
-    return checkpoint.latest([path])
+    return resume.latest([path])
 
 
 def hint_for(exc: BaseException) -> str:

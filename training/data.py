@@ -42,16 +42,13 @@ class TrainingData:
         # Training the text encoders also means encoding every step (with gradients).
         self.train_text = train_text
         self.live_text = (augment_captions and self.rules.varies) or train_text
+        # Where the text encoders then live is decided once for all sets (place_text_encoders).
         self.pooled = None
         if self.live_text:
             self.text, self.text_counts = None, cache.Counts()
-            for encoder in base.text_encoders:
-                encoder.to(device)
         else:
             self.text, self.pooled, self.text_counts = cache.texts(self.captions, base,
                                                                    cache_dir, device)
-            for encoder in base.text_encoders:
-                encoder.to("cpu")
         # SDXL's micro-conditioning (Podell et al. 2023, §2.2): original size, crop offset and
         # target size of every image, so the model learns not to draw the crop.
         self.time_ids = torch.tensor([sdxl_time_ids(it.size, size) for it, size in
@@ -114,6 +111,29 @@ class TrainingData:
         added = None if pooled is None else {"text_embeds": pooled,
                                              "time_ids": self.time_ids[indices]}
         return latents, text, added
+
+
+def build(items: list[Item], held_out: list[Item], cfg: TrainConfig, base, cache_dir: Path,
+          device: torch.device, on_progress=None, train_text: bool = False
+          ) -> tuple[TrainingData, TrainingData | None]:
+    """The training set, the validation set (None without held-out images), and then the text
+    encoders placed once for both (place_text_encoders)."""
+    data = TrainingData(items, cfg, base, cache_dir, device, on_progress, train_text=train_text)
+    val = TrainingData(held_out, cfg, base, cache_dir, device, augment_captions=False) \
+        if held_out else None
+    place_text_encoders(base, device, data, val)
+    return data, val
+
+
+def place_text_encoders(base, device: torch.device, *sets: TrainingData | None) -> None:
+    """On `device` when a set encodes captions every step (caption dropout, shuffling, tag
+    dropout, or training the encoders), else on the CPU where they free GPU memory. Decided after
+    every set exists: placed per set, the validation set (built second, with cached text) moved
+    them back to the CPU under a training set that encodes on the GPU, and step 1 failed with
+    "Expected all tensors to be on the same device" (issue 17)."""
+    live = any(s is not None and s.live_text for s in sets)
+    for encoder in base.text_encoders:
+        encoder.to(device if live else "cpu")
 
 
 def sdxl_time_ids(size: tuple[int, int], bucket: tuple[int, int]) -> list[float]:

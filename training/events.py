@@ -107,8 +107,8 @@ def _human(event: Event) -> str:
         return f"Validation loss after epoch {event.epoch}: {event.loss:.4f}"
     if isinstance(event, protocol.Sample):
         return f"Samples at step {event.step}: {', '.join(event.paths)}"
-    if isinstance(event, protocol.Checkpoint):
-        return f"Checkpoint at step {event.step}: {event.path}"
+    if isinstance(event, protocol.LoraSaved):
+        return f"LoRA file at step {event.step}: {event.path}"
     return event.to_json()
 
 

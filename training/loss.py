@@ -1,6 +1,9 @@
-"""The diffusion training loss: noise a latent, predict, compare (with min-SNR weighting)."""
+"""The diffusion training loss (noise a latent, predict, compare, min-SNR weighting) and one
+micro-batch of training (`train_step`), shared by the loop and the speed benchmark."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,3 +55,39 @@ def sample_noise(shape, gen: torch.Generator, offset: float) -> torch.Tensor:
     if offset > 0:
         noise = noise + offset * torch.randn((shape[0], shape[1], 1, 1), generator=gen)
     return noise
+
+
+@dataclass(frozen=True)
+class LatentScale:
+    """SD scales VAE latents to about unit variance (0.18215 for SD1.x); some VAEs also shift
+    them. The loop and the validation loss scale the cached (unscaled) latents the same way."""
+    scaling: float
+    shift: float = 0.0
+
+    @classmethod
+    def of(cls, vae) -> "LatentScale":
+        return cls(float(vae.config.scaling_factor), float(vae.config.get("shift_factor") or 0.0))
+
+    def __call__(self, latents: torch.Tensor) -> torch.Tensor:
+        return (latents - self.shift) * self.scaling
+
+
+def train_step(accelerator, unet, batch: tuple, noise_scheduler, prediction: str,
+               scale: LatentScale, gen: torch.Generator, noise_offset: float,
+               min_snr_gamma: float, dtype: torch.dtype, accumulation: int = 1) -> torch.Tensor:
+    """One micro-batch: noise the batch's latents at random timesteps, predict, backpropagate
+    (divided by `accumulation`); returns the detached loss. `batch`: (unscaled latents, text
+    embeddings, SDXL's added conditioning or None), as TrainingData.batch gives it. Noise and
+    timesteps come from the CPU generator `gen`, so runs repeat exactly on any device."""
+    latents, text, added = batch
+    latents = scale(latents)
+    noise = sample_noise(latents.shape, gen, noise_offset)
+    n_timesteps = noise_scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, n_timesteps, (len(latents),), generator=gen)
+    device = accelerator.device
+    with accelerator.autocast():
+        loss = diffusion_loss(unet, latents.to(device), text.to(device), noise_scheduler,
+                              prediction, noise.to(device), timesteps.to(device), min_snr_gamma,
+                              dtype, added)
+    accelerator.backward(loss / accumulation)
+    return loss.detach()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import time
@@ -30,6 +31,10 @@ class TrainingFacts:
     # Resolved values where the config may say "auto"; None falls back to the config's value.
     mixed_precision: str | None = None
     optimizer: str = "torch.optim.adamw.AdamW"
+
+    def at(self, step: int, epochs: int) -> "TrainingFacts":
+        """These facts for a LoRA saved now, after `step` steps and `epochs` epochs."""
+        return dataclasses.replace(self, steps=step, epochs=epochs, finished_at=time.time())
 
 
 # lora-formats.md §7.3: adapters append "/lora" to the base architecture id.

@@ -7,6 +7,7 @@ StableDiffusionPipeline and rendered by training.generate.Generator.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -32,8 +33,13 @@ def sample_prompts(cfg: TrainConfig, captions: list[str]) -> list[str]:
 
 @torch.no_grad()
 def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step: int,
-           device: torch.device, dtype: torch.dtype) -> list[Path]:
-    """One image per prompt with the fixed sample seed; the UNet is left as it was found."""
+           device: torch.device, dtype: torch.dtype, text_encoders: tuple = ()) -> list[Path]:
+    """One image per prompt with the fixed sample seed; the UNet is left as it was found.
+    `text_encoders`: the bare trained encoders when they train (the base model then holds their
+    DDP wrappers, which a pipeline cannot use)."""
+    if text_encoders:
+        base = dataclasses.replace(base, text_encoder=text_encoders[0], text_encoder_2=(
+            text_encoders[1] if len(text_encoders) > 1 else None))
     was_training = unet.training
     text_device = next(base.text_encoder.parameters()).device
     unet.eval()

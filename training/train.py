@@ -1,8 +1,10 @@
-"""train(): one readable pass from a project folder to a LoRA file (diffusers' LoRA example, tidied)."""
+"""train(): one pass from a project's dataset to a LoRA file, read top to bottom like diffusers'
+LoRA example: setup, data, LoRA, optimizer, resume, loop, save. The pieces live beside it: one
+micro-batch in training/loss.py, what to do after a step in studio/step_plan.py, resume points in
+training/resume.py, validation and samples in training/validation.py and training/sampling.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import random
@@ -13,20 +15,20 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
-from studio import dataset, protocol
-from studio.diskspace import DiskFull, ensure_free
+from studio import dataset, protocol, step_plan
 from studio.config import Precision, TrainConfig
+from studio.diskspace import ensure_free
 from studio.project import Project, RunDir
-from studio.protocol import Checkpoint, Progress, Status
-from training import checkpoint, models, sampling
-from training.data import TrainingData, split_validation
+from studio.protocol import LoraSaved, Progress, Status
+from training import data as training_data, models, sampling
 from training.events import Control, EventSink
 from training.export import export_adapter
-from training.loss import diffusion_loss, sample_noise
+from training.loss import LatentScale, train_step
 from training.metadata import TrainingFacts
 from training.optim import build_optimizer, build_schedule
+from training.resume import (Position, ResumePoint, dataset_manifest, restore, rng_position,
+                             save_point)
+from training.validation import validation_loss
 from training.watchdog import StepWatchdog
 
 log = logging.getLogger("training")
@@ -82,9 +84,13 @@ def mixed_precision(cfg: TrainConfig) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
-def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
-          control: Control, resume: Path | None = None) -> Result:
-    """Train; `resume` is a checkpoint folder (runs/<id>/checkpoints/step-N) to continue from."""
+def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: EventSink,
+          control: Control, resume: ResumePoint | None = None) -> Result:
+    """Train a LoRA on `items` (the dataset as the CLI loaded and checked it: decoded once) into
+    the run folder; `resume`: a verified resume point, already checked against `cfg` and
+    `items`, to continue exactly from."""
+    # 1. Setup: one process per GPU (or the CPU), the compute precision, the same seed everywhere
+    #    (CPU reruns are bitwise identical; ranks differ only by their slice of the data).
     started_at = time.time()
     accelerator = Accelerator(mixed_precision=mixed_precision(cfg))
     main, device = accelerator.is_main_process, accelerator.device
@@ -94,57 +100,44 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
         log.info("training on the CPU with %d CPU thread(s)", torch.get_num_threads())
     else:
         log.info("training on %s with %s mixed precision", device, accelerator.mixed_precision)
-    # Same seed everywhere: CPU reruns are bitwise identical; ranks differ only by data slice.
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-
-    # 1. Data (already checked by the CLI) and the base model.
-    data_dir = project.resolve(cfg.dataset_dir)
-    all_items = dataset.load(data_dir, cfg.exclude_images, cfg.repeats)
-    manifest = checkpoint.dataset_manifest(all_items)
-    items, held_out = split_validation(all_items, cfg)
-    state = checkpoint.verify(resume) if resume else None
-    if state:
-        checkpoint.check_compatible(state, cfg, manifest)  # before the slow parts
-    sink.emit(Status("loading_model", f"Loading {cfg.base_model}"))
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
         accelerator.mixed_precision, torch.float32)
-    # Loaded straight in the compute precision: host RAM never holds an fp32 SDXL UNet (10 GB).
+
+    # 2. Data: the base model (loaded straight in the compute precision, so host RAM never holds
+    #    an fp32 SDXL UNet), then cached latents and text embeddings (the main process first,
+    #    the others then only read the cache).
+    manifest = dataset_manifest(items)  # what a resume point written by this run must match
+    train_items, held_out = training_data.split_validation(items, cfg)
+    sink.emit(Status("loading_model", f"Loading {cfg.base_model}"))
     base = models.load_base(cfg, project.root, unet_dtype=weight_dtype)
     prediction = base.prediction_type
     log.info("base model %s (%s, %s prediction)", base.name, base.version, prediction)
-
-    # 2. Cache latents and text embeddings (main process first, the others then only read).
-    sink.emit(Status("caching", f"Preparing {len(items)} images"))
+    sink.emit(Status("caching", f"Preparing {len(train_items)} images"))
     with accelerator.main_process_first():
-        data = TrainingData(items, cfg, base, project.cache, device, on_progress=lambda d, t: (
-            sink.emit(Status("caching", f"Encoded {d}/{t}", {"done": d, "total": t}))),
+        data, val = training_data.build(
+            train_items, held_out, cfg, base, project.cache, device,
+            on_progress=lambda d, t: sink.emit(Status("caching", f"Encoded {d}/{t}",
+                                                      {"done": d, "total": t})),
             train_text=cfg.train_text_encoder)
-        val = TrainingData(held_out, cfg, base, project.cache, device, augment_captions=False) \
-            if held_out else None
-    sink.emit(Status("caching", f"Cache ready: {data.latent_counts.encoded} encoded, "
-                                f"{data.latent_counts.reused} reused", dict(
-                                    latents_encoded=data.latent_counts.encoded,
-                                    latents_reused=data.latent_counts.reused,
-                                    texts_encoded=data.text_counts.encoded,
-                                    texts_reused=data.text_counts.reused,
-                                    buckets=data.histogram(), caption_style=data.style,
-                                    validation_images=len(held_out))))
-    # SD scales latents to about unit variance (0.18215 for SD1.x); some VAEs also shift them.
-    scaling = float(base.vae.config.scaling_factor)
-    shift = float(base.vae.config.get("shift_factor") or 0.0)
+    sink.emit(cache_ready(data, len(held_out)))
+    scale = LatentScale.of(base.vae)
 
-    # 3. The LoRA on a frozen UNet. Frozen weights in half precision on the GPU save memory;
-    #    the LoRA weights themselves stay fp32 (models.add_lora).
+    # 3. The LoRA on a frozen UNet. Frozen weights in half precision on the GPU save memory; the
+    #    LoRA weights themselves stay fp32 (models.add_lora). Optionally a LoRA on the text
+    #    encoders too (kohya's q/k/v/out/fc1/fc2), with its own learning rate.
     unet = base.unet
     unet.to(device, dtype=weight_dtype)
     params = models.add_lora(unet, cfg)
-    # Optional text-encoder LoRA (kohya's q/k/v/out/fc1/fc2), with its own learning rate.
     text_params = models.add_text_lora(base, cfg) if cfg.train_text_encoder else []
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     n_trainable = sum(p.numel() for p in params)
     n_unet = sum(p.numel() for p in unet.parameters())
+    lora_bytes = n_trainable * 4
+
+    # 4. Optimizer and LR schedule, wrapped by accelerate (DDP across GPUs, mixed precision).
     groups = [{"params": params}] + ([{"params": text_params, "lr": cfg.text_encoder_lr}]
                                      if text_params else [])
     optimizer = build_optimizer(cfg, groups, device)
@@ -156,143 +149,61 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
     if wrapped_text:  # encode through the (DDP-)wrapped encoders so their gradients sync
         base.text_encoder, base.text_encoder_2 = (wrapped_text + [None])[:2]
     params = params + text_params
-
-    def unwrapped_text() -> tuple:
-        return tuple(accelerator.unwrap_model(te) for te in wrapped_text)
+    # The bare modules (no DDP wrapper), for saving, resume points, samples and validation.
+    plain_unet = accelerator.unwrap_model(unet)
+    plain_text = tuple(accelerator.unwrap_model(te) for te in wrapped_text)
     prompts = sampling.sample_prompts(cfg, data.captions)
+    facts = TrainingFacts(
+        base_model_name=base.name, base_model_version=base.version, prediction_type=prediction,
+        num_images=sum(it.repeats for it in train_items), steps=0, epochs=0, max_steps=total,
+        tag_frequency=dataset.tag_frequency(train_items, cfg.trigger_word),
+        dataset_name=project.resolve(cfg.dataset_dir).name, training_started_at=started_at,
+        session_id=random.SystemRandom().randrange(2**31),
+        mixed_precision=accelerator.mixed_precision)
     sink.emit(Status("training", f"Training {n_trainable:,} LoRA parameters "
                                  f"({100 * n_trainable / n_unet:.2f}% of the UNet) for {total} "
                                  f"steps", dict(trainable_params=n_trainable, unet_params=n_unet,
                                                steps=total, steps_per_epoch=per_epoch,
-                                               images=len(items), prediction_type=prediction)))
+                                               images=len(train_items),
+                                               prediction_type=prediction)))
 
-    tags = dataset.tag_frequency(items, cfg.trigger_word)
-    session_id = random.SystemRandom().randrange(2**31)
-
-    def facts(step: int, epoch: int) -> TrainingFacts:
-        return TrainingFacts(
-            base_model_name=base.name, base_model_version=base.version,
-            prediction_type=prediction, num_images=sum(it.repeats for it in items), steps=step,
-            epochs=epoch, max_steps=total, tag_frequency=tags, dataset_name=data_dir.name,
-            training_started_at=started_at, session_id=session_id, finished_at=time.time(),
-            mixed_precision=accelerator.mixed_precision)
-
-    lora_bytes = n_trainable * 4
-    last_resume_point = time.monotonic()
-
-    def resume_point(step: int) -> None:
-        """Everything needed to continue exactly from here (issue 8)."""
-        nonlocal last_resume_point
-        if main:
-            ensure_free(run.checkpoints, lora_bytes * 4)  # weights + 2 Adam moments + slack
-            model = accelerator.unwrap_model(unet)
-            lora = get_peft_model_state_dict(model)
-            for i, te in enumerate(unwrapped_text()):
-                lora.update({f"text_encoder{i}.{k}": v
-                             for k, v in get_peft_model_state_dict(te).items()})
-            checkpoint.save(run.checkpoints, lora, optimizer,
-                            lr_schedule, checkpoint.rng_position(gen, rng, step, epoch, queue),
-                            cfg, manifest, cfg.keep_checkpoints)
-        last_resume_point = time.monotonic()
-        accelerator.wait_for_everyone()
-
-    def save_checkpoint(step: int, epoch: int) -> None:
-        """A LoRA file for this step (to compare stages, e.g. in a grid) and a resume point."""
-        if main:
-            path = run.checkpoints / f"{cfg.output_name}-step{step:06d}.safetensors"
-            ensure_free(run.checkpoints, lora_bytes)
-            export_adapter(accelerator.unwrap_model(unet), cfg, facts(step, epoch), path,
-                           unwrapped_text())
-            sink.emit(Checkpoint(step=step, path=str(path)))
-        resume_point(step)
-
-    def samples(step: int, epoch: int) -> None:
-        if main:
-            sink.emit(Status("sampling", f"Rendering {len(prompts)} samples"))
-            plain = base  # the pipeline needs the bare encoders, not their DDP wrappers
-            if wrapped_text:
-                tes = unwrapped_text()
-                plain = dataclasses.replace(base, text_encoder=tes[0],
-                                            text_encoder_2=tes[1] if len(tes) > 1 else None)
-            paths = sampling.render(plain, accelerator.unwrap_model(unet), cfg, prompts,
-                                    run.samples, step, device, weight_dtype)
-            sink.emit(protocol.Sample(step=step, epoch=epoch, paths=[str(p) for p in paths],
-                                      prompts=prompts))
-            sink.emit(Status("training", "Training"))
-        accelerator.wait_for_everyone()
-
-    def validate(step: int, epoch: int) -> None:
-        # Same images, noise and timesteps every time, so epochs compare honestly.
-        gen = torch.Generator().manual_seed(cfg.seed + 999)
-        n_t = noise_scheduler.config.num_train_timesteps
-        fixed_t = torch.tensor([int(n_t * f) for f in (0.1, 0.3, 0.5, 0.7, 0.9)])
-        model = accelerator.unwrap_model(unet)  # rank 0 alone: no DDP collectives
-        model.eval()
-        losses = []
-        with torch.no_grad(), accelerator.autocast():
-            for i in range(len(val.items)):
-                lat = ((val.latents[i]["mean"][None] - shift) * scaling).repeat(len(fixed_t), 1,
-                                                                                   1, 1)
-                noise = torch.randn(lat.shape, generator=gen)
-                text = val.text[i:i + 1].repeat(len(fixed_t), 1, 1)
-                added = None if val.pooled is None else {
-                    "text_embeds": val.pooled[i:i + 1].repeat(len(fixed_t), 1),
-                    "time_ids": val.time_ids[i:i + 1].repeat(len(fixed_t), 1)}
-                losses.append(float(diffusion_loss(
-                    model, lat.to(device), text.to(device), noise_scheduler, prediction,
-                    noise.to(device), fixed_t.to(device), 0.0, weight_dtype, added)))
-        model.train()
-        sink.emit(protocol.Validation(step=step, epoch=epoch, loss=sum(losses) / len(losses)))
-
-    # 4. The loop. Randomness comes from one CPU generator so runs repeat exactly on any device.
-    noise_scheduler = base.noise_scheduler
-    n_timesteps = noise_scheduler.config.num_train_timesteps
+    # 5. Resume. All randomness of the loop comes from one CPU torch generator and one Python
+    #    RNG, so a run repeats exactly on any device, and a resume point continues it exactly.
     gen = torch.Generator().manual_seed(cfg.seed + rank)
     rng = random.Random(cfg.seed + rank)
-    watchdog = StepWatchdog(enabled=device.type == "cuda")
-    unet.train()
-    step, epoch, loss_sum, loss_n, t_first, bad_steps = 0, 0, 0.0, 0, None, 0
-    queue: list[list[int]] = []
-    if state:
-        lora, pos = checkpoint.restore(resume, state, optimizer, lr_schedule)
-        set_peft_model_state_dict(accelerator.unwrap_model(unet),
-                                  {k: v for k, v in lora.items() if not k.startswith("text_")})
-        for i, te in enumerate(unwrapped_text()):
-            prefix = f"text_encoder{i}."
-            set_peft_model_state_dict(te, {k[len(prefix):]: v for k, v in lora.items()
-                                           if k.startswith(prefix)})
+    step, epoch, queue = 0, 0, []  # optimizer steps done, epochs done, this epoch's batches left
+    if resume:
+        pos = restore(resume, plain_unet, plain_text, optimizer, lr_schedule)
         gen.set_state(pos.gen_state)
         rng.setstate(pos.rng_state)
         step, epoch, queue = pos.step, pos.epoch, pos.queue
         sink.emit(Status("training", f"Resumed from step {step} of {total}",
-                         {"resumed_from": step, "checkpoint": str(resume)}))
+                         {"resumed_from": step, "resume_point": str(resume.path)}))
+
+    # 6. The loop: a step accumulates micro-batches, is skipped if its loss is not finite,
+    #    updates the LoRA, then does what the step plan says.
+    watchdog = StepWatchdog(enabled=device.type == "cuda")
+    unet.train()
+    loss_sum, loss_n, t_first, bad_steps = 0.0, 0, None, 0
+    last_resume_point = time.monotonic()
     while step < total:
         t_step = time.monotonic()
         finite = None
-        for micro in range(cfg.gradient_accumulation_steps):
+        for _ in range(cfg.gradient_accumulation_steps):
             if not queue:
                 queue = data.epoch_batches(epoch, cfg.seed, cfg.batch_size, rank, world)
-            idx = queue.pop(0)
-            latents, text, added = data.batch(idx, gen, rng)
-            latents = (latents - shift) * scaling
-            noise = sample_noise(latents.shape, gen, cfg.noise_offset)
-            timesteps = torch.randint(0, n_timesteps, (len(idx),), generator=gen)
+            batch = data.batch(queue.pop(0), gen, rng)
             try:
-                with accelerator.autocast():
-                    loss = diffusion_loss(unet, latents.to(device), text.to(device),
-                                          noise_scheduler, prediction, noise.to(device),
-                                          timesteps.to(device), cfg.min_snr_gamma, weight_dtype,
-                                          added)
-                accelerator.backward(loss / cfg.gradient_accumulation_steps)
+                loss = train_step(accelerator, unet, batch, base.noise_scheduler, prediction,
+                                  scale, gen, cfg.noise_offset, cfg.min_snr_gamma, weight_dtype,
+                                  cfg.gradient_accumulation_steps)
             except torch.cuda.OutOfMemoryError:
                 optimizer.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
-                lever, fix = memory_lever(cfg)
-                raise OutOfMemory(f"The GPU ran out of memory at step {step + 1} (batch "
-                                  f"{cfg.batch_size}, {cfg.resolution} px).", lever, fix) from None
-            ok = torch.isfinite(loss.detach())
+                raise out_of_memory(cfg, step + 1) from None
+            ok = torch.isfinite(loss)
             finite = ok if finite is None else finite & ok
-            loss_sum, loss_n = loss_sum + loss.detach(), loss_n + 1
+            loss_sum, loss_n = loss_sum + loss, loss_n + 1
             epoch_done = not queue
             if epoch_done:
                 epoch += 1
@@ -304,8 +215,9 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
             loss_sum, loss_n, bad_steps = 0.0, 0, bad_steps + 1
             sink.emit(protocol.Warning(message=f"Step {step + 1}: the loss is not finite; the "
                                                f"step was skipped.", hint=TrainingDiverged.hint))
-            if bad_steps >= MAX_BAD_STEPS:
-                resume_point(step)  # the weights are still those of the last good step
+            if bad_steps >= MAX_BAD_STEPS:  # the weights are still those of the last good step
+                resume_point(accelerator, run, (plain_unet, plain_text, optimizer, lr_schedule),
+                             rng_position(gen, rng, step, epoch, queue), cfg, manifest)
                 raise TrainingDiverged(f"The loss was not finite for {bad_steps} steps in a row "
                                        f"(after step {step}); training stopped.")
             continue
@@ -320,48 +232,87 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, sink: EventSink,
         if warning := watchdog.observe(time.monotonic() - t_step):
             sink.emit(warning)
 
-        last = step == total
-        if world == 1:
-            stopping = control.stop_requested  # no collective needed, and no device sync
-        else:
-            if control.stop_requested:
-                accelerator.set_trigger()
-            # check_trigger is an all-reduce (and a sync): every 10 steps is soon enough, and
-            # every rank still stops at the same step.
-            stopping = (step % 10 == 0 or last) and accelerator.check_trigger()
-        shown_epoch = epoch if epoch_done else epoch + 1  # 1-based epoch this step belongs to
-        if main and (last or stopping or sink.progress_due()):
+        act = step_plan.after_step(
+            step, total, epoch, epoch_done, stop_requested(accelerator, control, step, total),
+            cfg, (time.monotonic() - last_resume_point) / 60, progress_due=sink.progress_due(),
+            save_now=control.take("save_now"), sample_now=control.take("sample_now"),
+            has_validation=val is not None)
+        shown_epoch = step_plan.shown_epoch(epoch, epoch_done)
+        if act.progress and main:
             elapsed = time.monotonic() - t_first
             eta = elapsed / (step - 1) * (total - step) if step > 1 else None
             sink.progress(Progress(step=step, total=total, epoch=shown_epoch,
                                    loss=float(loss_sum) / max(loss_n, 1),
                                    lr=lr_schedule.get_last_lr()[0], eta_s=eta), force=True)
             loss_sum, loss_n = 0.0, 0
-        if (epoch_done or last or stopping) and val is not None and main:
-            validate(step, shown_epoch)  # each epoch's end, and the LoRA as finally saved
-        if (cfg.save_every_n_steps and step % cfg.save_every_n_steps == 0 and not last
-                and not stopping) or control.take("save_now"):
-            save_checkpoint(step, shown_epoch)
-        elif stopping or (cfg.checkpoint_every_minutes and not last and time.monotonic() -
-                          last_resume_point > 60 * cfg.checkpoint_every_minutes):
-            resume_point(step)
-        if control.take("sample_now") or (not stopping and (
-                (cfg.sample_every_n_steps and step % cfg.sample_every_n_steps == 0) or
-                (cfg.sample_every_n_epochs and epoch_done and epoch % cfg.sample_every_n_epochs
-                 == 0) or (last and (cfg.sample_every_n_steps or cfg.sample_every_n_epochs)))):
-            samples(step, shown_epoch)
-        if stopping:
+        if act.validate and main:  # rank 0 alone, on the bare UNet: no DDP collective
+            sink.emit(protocol.Validation(step=step, epoch=shown_epoch, loss=validation_loss(
+                plain_unet, val, base.noise_scheduler, prediction, scale, cfg.seed + 999, device,
+                weight_dtype, accelerator.autocast)))
+        if act.save_lora and main:  # a LoRA file to compare stages (e.g. in a grid)
+            path = run.loras / f"{cfg.output_name}-step{step:06d}.safetensors"
+            ensure_free(run.path, lora_bytes)
+            export_adapter(plain_unet, cfg, facts.at(step, shown_epoch), path, plain_text)
+            sink.emit(LoraSaved(step=step, path=str(path)))
+        if act.resume_point:
+            resume_point(accelerator, run, (plain_unet, plain_text, optimizer, lr_schedule),
+                         rng_position(gen, rng, step, epoch, queue), cfg, manifest)
+            last_resume_point = time.monotonic()
+        if act.sample:
+            if main:
+                sink.emit(Status("sampling", f"Rendering {len(prompts)} samples"))
+                paths = sampling.render(base, plain_unet, cfg, prompts, run.samples, step, device,
+                                        weight_dtype, plain_text)
+                sink.emit(protocol.Sample(step=step, epoch=shown_epoch, prompts=prompts,
+                                          paths=[str(p) for p in paths]))
+                sink.emit(Status("training", "Training"))
+            accelerator.wait_for_everyone()
+        if act.stop:
             break
 
-    # 5. Save.
+    # 7. Save the LoRA as trained (all of it, or up to the step a stop request came).
     sink.emit(Status("saving", "Saving the LoRA"))
-    unet = accelerator.unwrap_model(unet)
     files: list[Path] = []
     if main:
         ensure_free(run.path, lora_bytes)
-        files = export_adapter(unet, cfg, facts(step, max(epoch, 1)),
-                               run.adapter(cfg.output_name), unwrapped_text())
+        files = export_adapter(plain_unet, cfg, facts.at(step, max(epoch, 1)),
+                               run.adapter(cfg.output_name), plain_text)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return Result(run.adapter(cfg.output_name), files, step, step < total, unet,
-                  unwrapped_text())
+    return Result(run.adapter(cfg.output_name), files, step, step < total, plain_unet, plain_text)
+
+
+def cache_ready(data: training_data.TrainingData, validation_images: int) -> Status:
+    latents, texts = data.latent_counts, data.text_counts
+    return Status("caching", f"Cache ready: {latents.encoded} encoded, {latents.reused} reused",
+                  dict(latents_encoded=latents.encoded, latents_reused=latents.reused,
+                       texts_encoded=texts.encoded, texts_reused=texts.reused,
+                       buckets=data.histogram(), caption_style=data.style,
+                       validation_images=validation_images))
+
+
+def stop_requested(accelerator: Accelerator, control: Control, step: int, total: int) -> bool:
+    """Whether every rank stops after this step (a stop asked for on any rank)."""
+    if accelerator.num_processes == 1:
+        return control.stop_requested  # no collective needed, and no device sync
+    if control.stop_requested:
+        accelerator.set_trigger()
+    # check_trigger is an all-reduce (and a sync): every 10 steps is soon enough, and every rank
+    # still stops at the same step.
+    return (step % 10 == 0 or step == total) and accelerator.check_trigger()
+
+
+def resume_point(accelerator: Accelerator, run: RunDir, trained: tuple, pos: Position,
+                 cfg: TrainConfig, manifest: str) -> None:
+    """A resume point written by rank 0 while the others wait. `trained`: (bare UNet, bare
+    text encoders, optimizer, LR schedule)."""
+    if accelerator.is_main_process:
+        unet, text_encoders, optimizer, schedule = trained
+        save_point(run, unet, text_encoders, optimizer, schedule, pos, cfg, manifest)
+    accelerator.wait_for_everyone()
+
+
+def out_of_memory(cfg: TrainConfig, step: int) -> OutOfMemory:
+    lever, fix = memory_lever(cfg)
+    return OutOfMemory(f"The GPU ran out of memory at step {step} (batch {cfg.batch_size}, "
+                       f"{cfg.resolution} px).", lever, fix)

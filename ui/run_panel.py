@@ -128,6 +128,8 @@ class RunPanel(QWidget):
         layout.addWidget(self.samples)
 
     def begin(self, run_dir: Path | None) -> None:
+        """A run starts; `run_dir` is known only when resuming, else the worker's first status
+        event names the folder it created."""
         self.run_dir, self.adapter, self.error = run_dir, None, None
         self.started_at = time.monotonic()
         self.banner.hide()
@@ -149,8 +151,8 @@ class RunPanel(QWidget):
             self._on_status(event)
         elif isinstance(event, protocol.Progress):
             self._on_progress(event)
-        elif isinstance(event, protocol.Checkpoint):
-            self.on_log(f"Checkpoint saved at step {event.step}: {event.path}")
+        elif isinstance(event, protocol.LoraSaved):
+            self.on_log(f"LoRA file saved at step {event.step}: {event.path}")
         elif isinstance(event, protocol.Sample):
             self.samples.show_samples(event.step, event.epoch, event.paths, event.prompts)
             self.on_log(f"Samples at step {event.step}: {len(event.paths)} image(s)")

@@ -11,7 +11,6 @@ from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QPushButton, Q
                                QSystemTrayIcon, QTabWidget, QVBoxLayout, QWidget)
 
 from studio import config, protocol
-from studio.project import RunDir
 from ui import outputs, theme
 from ui.app_settings import SettingsStore
 from ui.run_panel import RunPanel
@@ -145,11 +144,12 @@ class TrainTab(QWidget):
         self.train_button.setEnabled(not running and not reason and not self.waiting_for_gpu)
         self.stop_button.setEnabled(running and not self.worker.stop_requested)
         self.reason.setText(reason)
-        if not running and self.panel.run_dir is None:  # no run yet in this session
+        if not running and self.worker is None:  # no run yet in this session
             self.panel.phase.setText("Ready to train." if not reason else "Not ready to train yet")
 
     def start_training(self, resume: Path | None = None) -> None:
-        """A new run, or with `resume` (a run folder) the continuation of a stopped one."""
+        """A new run, or with `resume` (a run folder) the continuation of a stopped one. The
+        worker creates and owns the run folder; the panel learns it from the first status."""
         if self.is_running() or self.blocker() or self.waiting_for_gpu:
             return
         if self.before_start is not None and not self.before_start(
@@ -160,11 +160,6 @@ class TrainTab(QWidget):
             return
         project = self.session.project
         self.session.save_now()  # the worker reads project.toml
-        try:
-            run = RunDir(resume) if resume else project.new_run()
-        except OSError as exc:
-            self.status_message.emit(f"Could not create the run folder: {exc}")
-            return
         self.store.data.remember_model(self.session.config.base_model)
         self.store.save()
         self.settings.model.set_recent(self.store.data.recent_models)
@@ -175,13 +170,13 @@ class TrainTab(QWidget):
         worker.event_received.connect(self._on_event)
         worker.log_received.connect(self.panel.on_log)
         worker.finished.connect(self._on_finished)
-        self.panel.begin(run.path)
+        self.panel.begin(resume)
         self.lower.setCurrentIndex(0)
-        worker.start_train(project.root, None if resume else run.path, resume=resume)
+        worker.start_train(project.root, resume=resume)
         self.runs.set_can_resume(False)
         self.running_changed.emit(True)
         self.update_train_button()
-        self.status_message.emit(f"{'Resuming' if resume else 'Training started'} in {run.path}")
+        self.status_message.emit(f"Resuming {resume}" if resume else "Training started")
 
     def _gpu_freed(self, resume: Path | None) -> None:
         self.waiting_for_gpu = False
@@ -198,16 +193,13 @@ class TrainTab(QWidget):
 
     def _on_event(self, event) -> None:
         self.panel.on_event(event)
-        if isinstance(event, protocol.Checkpoint):
+        if isinstance(event, protocol.LoraSaved):
             self.runs.refresh()
 
     def _on_finished(self, exit_code: int, crashed: bool) -> None:
         worker = self.worker
         message = self.panel.finish(exit_code, crashed, worker.stderr_text(),
                                     worker.stop_requested)
-        run_dir = self.panel.run_dir
-        if run_dir is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()  # rejected before anything was written (bad settings): no litter
         self.runs.set_can_resume(True)
         self.runs.refresh()
         self.status_message.emit(message)

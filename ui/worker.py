@@ -66,7 +66,9 @@ class WorkerProcess(QObject):
 
     def start_train(self, project: Path, run_dir: Path | None = None,
                     overrides: list[str] = (), resume: Path | None = None) -> None:
-        """A new run in `run_dir`, or with `resume` the stopped run in that folder continued."""
+        """A new run, or with `resume` the stopped run in that folder continued. The worker
+        creates the run folder: `run_dir` if given, else `runs/<start time>` in the project; its
+        first status event names it (`details["run_dir"]`)."""
         args = ["train", str(project), "--control-stdin", "--json"]
         if resume is not None:
             args += ["--resume", str(resume)]

@@ -3,6 +3,8 @@ errors, warnings, outputs, and closing the window during a run."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from studio import protocol
@@ -100,7 +102,7 @@ def test_a_settings_error_names_the_field_and_leaves_no_empty_run(qtbot, ready, 
     with qtbot.waitSignal(panel.field_requested) as requested:
         panel.banner.field_button.click()
     assert requested.args == ["resolution"]
-    assert not any(ready.session.project.runs.iterdir())  # the rejected run left nothing
+    assert not ready.session.project.runs.exists()  # the rejected run left nothing
 
 
 def test_an_error_with_suggested_settings_offers_to_apply_them(qtbot, ready, fake_worker):
@@ -112,6 +114,21 @@ def test_an_error_with_suggested_settings_offers_to_apply_them(qtbot, ready, fak
     banner.fix_button.click()
     assert ready.session.config.batch_size == 1 and ready.session.config.gradient_checkpointing
     assert ready.train_tab.settings.editor("gradient_checkpointing").editor.isChecked()
+
+
+def test_the_worker_alone_creates_the_run_folder(qtbot, ready, fake_worker, monkeypatch):
+    import os
+
+    made = []  # folders this (the GUI's) process creates; the worker is another process
+    real_mkdir = os.mkdir
+    monkeypatch.setattr(os, "mkdir", lambda path, *a, **k: (made.append(Path(path)),
+                                                           real_mkdir(path, *a, **k))[1])
+    runs = ready.session.project.runs
+    assert run(qtbot, ready) == [0, False]
+    panel = ready.train_tab.panel
+    assert panel.run_dir is not None and panel.run_dir.parent == runs  # from the status event
+    assert (panel.run_dir / "config.toml").is_file() and panel.adapter.parent == panel.run_dir
+    assert not [p for p in made if p == runs or runs in p.parents]
 
 
 def test_a_stopped_run_can_be_resumed(qtbot, ready, fake_worker):

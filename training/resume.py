@@ -1,10 +1,11 @@
-"""Training checkpoints that resume exactly: LoRA weights, optimizer, LR schedule, RNG states, data
+"""Resume points that continue a run exactly: LoRA weights, optimizer, LR schedule, RNG states, data
 position. Tensors in safetensors, the rest in JSON, so our own state never needs pickle.
 
-A checkpoint is a folder written under a temporary name, fsynced, verified by reading it back and
-only then renamed to `step-NNNNNN`; older ones are deleted only after that (issue 8). A folder
-without `state.json` is never taken for a checkpoint, so a kill at any moment leaves only complete
-ones visible.
+A resume point is a folder (`runs/<id>/resume/step-NNNNNN`) written under a temporary name,
+fsynced, verified by reading it back and only then renamed into place; older ones are deleted only
+after that (issue 8). A folder without `state.json` is never taken for a resume point, so a kill at
+any moment leaves only complete ones visible. (A "LoRA file" saved during training is something
+else: a `.safetensors` in `loras/` to compare stages; see training/train.py.)
 """
 
 from __future__ import annotations
@@ -18,24 +19,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from studio import config
+from studio import atomic, config
 from studio.config import TrainConfig
-from studio.dataset import Item
-from studio.diskspace import DiskFull, free_bytes, is_disk_full
+from studio.diskspace import DiskFull, ensure_free, free_bytes, is_disk_full
 from studio.errors import UserError
+from studio.project import RunDir
 
 FORMAT = 1
 # Settings that may change between a stop and a resume without changing what is trained.
-RESUME_SAFE = {"output_name", "save_every_n_steps", "checkpoint_every_minutes", "keep_checkpoints",
-               "sample_every_n_epochs", "sample_every_n_steps", "sample_prompts", "sample_steps",
-               "sample_cfg_scale", "save_dtype", "export_diffusers", "author", "description",
-               "cpu_threads", "validation_images"}
+# (The names as of schema 1 are listed too, so that an older resume point's stored settings compare
+# equal: they were left out of its fingerprint under their old names.)
+RESUME_SAFE = {"output_name", "save_every_n_steps", "resume_point_every_minutes",
+               "keep_resume_points", "sample_every_n_epochs", "sample_every_n_steps",
+               "sample_prompts", "sample_steps", "sample_cfg_scale", "save_dtype",
+               "export_diffusers", "author", "description", "cpu_threads", "validation_images",
+               "schema", "checkpoint_every_minutes", "keep_checkpoints"}
 
 
 class ResumeError(UserError):
     field = "resume"
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A verified resume point: its folder and its state.json."""
+    path: Path
+    state: dict
 
 
 @dataclass
@@ -52,7 +64,9 @@ def config_fingerprint(cfg: TrainConfig) -> dict:
     return {k: v for k, v in config.to_dict(cfg).items() if k not in RESUME_SAFE}
 
 
-def dataset_manifest(items: list[Item]) -> str:
+def dataset_manifest(items: list) -> str:
+    """A digest of the dataset items (name, image hash, caption, repeats): a resume point is only
+    valid for the same data."""
     digest = hashlib.sha256()
     for it in items:
         digest.update(f"{it.name}|{it.sha256}|{it.caption}|{it.repeats}\n".encode())
@@ -83,16 +97,44 @@ def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
         with open(path, "rb") as fh:
             os.fsync(fh.fileno())
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    atomic.fsync_dir(folder)  # guarded: Windows cannot open a folder for fsync
+
+
+def lora_state(unet, text_encoders: tuple = ()) -> dict[str, torch.Tensor]:
+    """The LoRA weights of the (unwrapped) UNet and text encoders, text ones prefixed."""
+    lora = dict(get_peft_model_state_dict(unet))
+    for i, te in enumerate(text_encoders):
+        lora.update({f"text_encoder{i}.{k}": v for k, v in get_peft_model_state_dict(te).items()})
+    return lora
+
+
+def load_lora_state(lora: dict[str, torch.Tensor], unet, text_encoders: tuple = ()) -> None:
+    set_peft_model_state_dict(unet, {k: v for k, v in lora.items() if not k.startswith("text_")})
+    for i, te in enumerate(text_encoders):
+        prefix = f"text_encoder{i}."
+        set_peft_model_state_dict(te, {k[len(prefix):]: v for k, v in lora.items()
+                                       if k.startswith(prefix)})
+
+
+def save_point(run: RunDir, unet, text_encoders: tuple, optimizer, schedule, pos: Position,
+               cfg: TrainConfig, manifest: str) -> Path:
+    """Everything needed to continue exactly from `pos`, as `run.resume/step-NNNNNN`."""
+    lora = lora_state(unet, text_encoders)
+    lora_bytes = sum(t.numel() for t in lora.values()) * 4
+    ensure_free(run.path, lora_bytes * 4)  # weights + 2 Adam moments + slack
+    return save(run.resume, lora, optimizer, schedule, pos, cfg, manifest, cfg.keep_resume_points)
+
+
+def restore(point: ResumePoint, unet, text_encoders: tuple, optimizer, schedule) -> Position:
+    """Load the LoRA weights, optimizer and schedule state in place; the loop's position."""
+    lora, pos = read(point.path, point.state, optimizer, schedule)
+    load_lora_state(lora, unet, text_encoders)
+    return pos
 
 
 def save(folder: Path, lora: dict[str, torch.Tensor], optimizer, schedule, pos: Position,
          cfg: TrainConfig, manifest: str, keep: int) -> Path:
-    """Write checkpoint `folder/step-NNNNNN` atomically; keep the newest `keep`."""
+    """Write resume point `folder/step-NNNNNN` atomically; keep the newest `keep`."""
     final = folder / f"step-{pos.step:06d}"
     tmp = folder / f".step-{pos.step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -100,7 +142,7 @@ def save(folder: Path, lora: dict[str, torch.Tensor], optimizer, schedule, pos: 
     try:
         _write(tmp, lora, optimizer, schedule, pos, cfg, manifest)
     except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half checkpoint behind
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half resume point behind
         if is_disk_full(exc):
             raise DiskFull(folder, None, free_bytes(folder)) from exc
         raise
@@ -131,41 +173,47 @@ def _write(tmp: Path, lora, optimizer, schedule, pos: Position, cfg: TrainConfig
 
 
 def verify(ckpt: Path) -> dict:
-    """The checkpoint's state if every part reads back, else a ResumeError."""
+    """The resume point's state if every part reads back, else a ResumeError."""
     try:
         state = json.loads((ckpt / "state.json").read_text())
         for name in ("lora.safetensors", "optimizer.safetensors", "rng.safetensors"):
             load_file(str(ckpt / name))
     except (OSError, ValueError, KeyError) as exc:
-        raise ResumeError(f"The checkpoint {ckpt} is incomplete or damaged ({exc}).",
-                          "Resume from an earlier checkpoint or start a new run.") from None
+        raise ResumeError(f"The resume point {ckpt} is incomplete or damaged ({exc}).",
+                          "Resume from an earlier resume point or start a new run.") from None
     if state.get("format") != FORMAT:
-        raise ResumeError(f"The checkpoint {ckpt} was written by another version.",
+        raise ResumeError(f"The resume point {ckpt} was written by another version.",
                           "Start a new run.")
     return state
 
 
 def latest(runs: list[Path]) -> Path | None:
-    """The newest complete checkpoint in these run folders (newest run first)."""
+    """The newest complete resume point in these run folders (newest run first)."""
     for run in sorted(runs, reverse=True):
-        for ckpt in sorted((run / "checkpoints").glob("step-*"), reverse=True):
-            if (ckpt / "state.json").is_file():
-                try:
-                    verify(ckpt)
-                    return ckpt
-                except ResumeError:
-                    continue
+        for ckpt in reversed(RunDir(run).resume_points()):
+            try:
+                verify(ckpt)
+                return ckpt
+            except ResumeError:
+                continue
     return None
+
+
+def open_point(path: Path, cfg: TrainConfig, manifest: str) -> ResumePoint:
+    """The resume point at `path`, read back and checked against these settings and data; a
+    ResumeError says what is wrong."""
+    state = verify(path)
+    check_compatible(state, cfg, manifest)
+    return ResumePoint(path, state)
 
 
 def check_compatible(state: dict, cfg: TrainConfig, manifest: str) -> None:
     """Refuse (and say why) a resume whose settings or data would train something else."""
     now = config_fingerprint(cfg)
-    changed = sorted(k for k in set(now) | set(state["config"])
-                     if now.get(k) != state["config"].get(k))
+    then = {k: v for k, v in state["config"].items() if k not in RESUME_SAFE}
+    changed = sorted(k for k in set(now) | set(then) if now.get(k) != then.get(k))
     if changed:
-        details = ", ".join(f"{k}: {state['config'].get(k)!r} -> {now.get(k)!r}"
-                            for k in changed[:6])
+        details = ", ".join(f"{k}: {then.get(k)!r} -> {now.get(k)!r}" for k in changed[:6])
         raise ResumeError(f"The settings changed since this run was stopped ({details}), so "
                           f"resuming would not continue the same training.",
                           "Change the settings back, or start a new run with the new ones.")
@@ -175,8 +223,7 @@ def check_compatible(state: dict, cfg: TrainConfig, manifest: str) -> None:
                           "Undo the changes to resume, or start a new run.")
 
 
-def restore(ckpt: Path, state: dict, optimizer, schedule) -> tuple[dict[str, torch.Tensor],
-                                                                    Position]:
+def read(ckpt: Path, state: dict, optimizer, schedule) -> tuple[dict[str, torch.Tensor], Position]:
     """Load optimizer and schedule state in place; return the LoRA tensors and the position."""
     optimizer.load_state_dict(_join_state(
         {k: v for k, v in load_file(str(ckpt / "optimizer.safetensors")).items()
