@@ -121,7 +121,8 @@ def save_point(run: RunDir, unet, text_encoders: tuple, optimizer, schedule, pos
     """Everything needed to continue exactly from `pos`, as `run.resume/step-NNNNNN`."""
     lora = lora_state(unet, text_encoders)
     lora_bytes = sum(t.numel() for t in lora.values()) * 4
-    ensure_free(run.path, lora_bytes * 4)  # weights + 2 Adam moments + slack
+    # weights + 2 Adam moments + slack; "resume" is good advice only if an older point exists
+    ensure_free(run.path, lora_bytes * 4, resumable=bool(run.resume_points()))
     return save(run.resume, lora, optimizer, schedule, pos, cfg, manifest, cfg.keep_resume_points)
 
 
@@ -144,7 +145,8 @@ def save(folder: Path, lora: dict[str, torch.Tensor], optimizer, schedule, pos: 
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half resume point behind
         if is_disk_full(exc):
-            raise DiskFull(folder, None, free_bytes(folder)) from exc
+            raise DiskFull(folder, None, free_bytes(folder),
+                           resumable=any(folder.glob("step-*"))) from exc
         raise
     if final.exists():
         shutil.rmtree(final)
