@@ -21,12 +21,14 @@ def loaded_after(code: str) -> set[str]:
 
 @pytest.mark.parametrize("module", ["studio.config", "studio.project", "studio.dataset",
                                     "studio.protocol", "studio.atomic",
-                                    "studio.safetensors_header", "studio.images",
-                                    "studio.doctor", "studio.paths", "studio.buckets",
-                                    "studio.caption_augment", "studio.infotext",
-                                    "studio.grid", "studio.errors", "studio.plan",
+                                    "studio.safetensors_header", "studio.dataset.images",
+                                    "studio.dataset.scanner", "studio.dataset.report",
+                                    "studio.dataset.captions", "studio.dataset.summary",
+                                    "studio.paths", "studio.dataset.buckets",
+                                    "studio.dataset.augment", "studio.infotext",
+                                    "studio.grid", "studio.errors", "studio.dataset.plan",
                                     "studio.checkpoint_detect", "studio.diskspace",
-                                    "studio.units", "studio.estimate"])
+                                    "studio.units", "studio.estimate", "studio.workspace"])
 def test_studio_needs_neither_qt_nor_torch(module):
     loaded = loaded_after(f"import {module}")
     assert not loaded & {*ML, "PySide6", "ui", "training"}

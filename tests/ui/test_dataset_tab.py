@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt
 
-from studio import captions
+from studio.dataset import captions
 from ui.bulk_dialogs import FindReplaceDialog
 from ui.dataset_model import ExcludedRole, IssuesRole
 from uihelpers import digests, open_and_wait
@@ -60,15 +60,15 @@ def test_a_caption_edit_is_saved_to_its_txt_and_can_be_undone(qtbot, window, art
 def test_captioning_an_uncaptioned_image_creates_its_txt_and_undo_removes_it(qtbot, window, art):
     open_and_wait(qtbot, window, art)
     tab, image = window.dataset_tab, art / "art_002.jpg"
-    assert any(i.kind == "caption_missing" for i in window.session.report.issues_for(image))
+    assert any(f.code == "caption_missing" for f in window.session.report.for_path(image))
     tab.select_image(image)
     tab.captions.editor.setPlainText("a lighthouse")
     tab.select_image(art / "art_000.jpg")  # switching images saves at once
     assert (art / "art_002.txt").read_text() == "a lighthouse"
-    assert not any(i.kind == "caption_missing" for i in window.session.report.issues_for(image))
+    assert not any(f.code == "caption_missing" for f in window.session.report.for_path(image))
     window.session.undo_stack.undo()
     assert not (art / "art_002.txt").exists() and image.exists()
-    assert any(i.kind == "caption_missing" for i in window.session.report.issues_for(image))
+    assert any(f.code == "caption_missing" for f in window.session.report.for_path(image))
 
 
 def test_exclude_and_include_change_only_the_project_settings(qtbot, window, art, sd15):

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from studio import estimate, model_info, plan
+from studio import estimate, model_info
+from studio.dataset import plan
 from studio.config import TargetPreset, TrainConfig, unet_targets
 from studio.dataset import Item
 from uifixtures import *  # noqa: F403 (pytest fixtures)
