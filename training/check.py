@@ -1,8 +1,9 @@
 """`python -m training check PROJECT`: everything worth knowing before a run, without training.
 
 The dataset scan's findings (studio.dataset.scanner, the worker's own check, every image decoded
-once), the bucket histogram and step count (studio.dataset.plan, the same code the trainer uses), the model and the size of its LoRA, and rough GPU memory and time for the device
-here, with the GPU-memory presets that fit.
+once), the bucket histogram and step count (studio.dataset.plan, the same code the trainer
+uses), the model and the size of its LoRA, and rough GPU memory and time for the device here,
+with the GPU-memory presets that fit.
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""What a dataset scan found: Items, Findings (one type, one severity table) and the Report both
-the GUI and the worker read; `Report.blocking()` is the one verdict on whether training can start."""
+"""What a dataset scan found: Items, Findings (one type, one severity table) and the Report.
+
+The GUI and the worker read the same Report; `Report.blocking()` is the one verdict on whether
+training can start."""
 
 from __future__ import annotations
 

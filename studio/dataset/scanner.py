@@ -1,5 +1,7 @@
-"""The one dataset scan: walks the folder (plus kohya `N_name` subfolders), decodes every image once,
-reads captions by the one rule, and reports what is wrong. Never writes to the dataset folder.
+"""The one dataset scan: walk, decode each image once, read captions, report what is wrong.
+
+It walks the folder plus its kohya `N_name` subfolders, reads captions by the one rule
+(studio.dataset.captions) and never writes to the dataset folder.
 
 The GUI's Dataset tab (summary.examine), `python -m training check` and the worker (`load`) all
 call `scan`, so they agree on the images used, their repeats and captions, and what blocks
