@@ -83,7 +83,16 @@ def test_folders_without_images_explain_what_to_do(tmp_path):
     (nested / "a.jpg").write_bytes(b"")
     with pytest.raises(workspace.WorkspaceError) as info:
         workspace.open_folder(tmp_path / "outer")
-    assert "inner" in info.value.hint
+    assert "inner" in info.value.hint and "10_inner" in info.value.hint
+
+
+def test_a_kohya_folder_opens_as_a_project_that_keeps_its_repeats(tmp_path):
+    # Only `N_name` subfolders, as kohya's trainer and the worker read them: a project, not a
+    # refusal; the dataset is the top folder so every subfolder keeps its repeat count.
+    (tmp_path / "kohya" / "10_style").mkdir(parents=True)
+    (tmp_path / "kohya" / "10_style" / "a.png").write_bytes(b"")
+    project = workspace.open_folder(tmp_path / "kohya")
+    assert Path(project.load_config().dataset_dir) == (tmp_path / "kohya").resolve()
 
 
 # --- captions ---------------------------------------------------------------------------------
