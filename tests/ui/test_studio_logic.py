@@ -145,6 +145,28 @@ def test_bulk_writes_only_changed_captions(tmp_path):
     assert captions.preview(images, lambda c: captions.add_trigger(c, "zxq")) == 0
 
 
+def test_metadata_jsonl_captions_are_edited_in_place(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"png")
+    (tmp_path / "b.png").write_bytes(b"png")
+    original = ('{"file_name": "a.png", "text": "old a", "score": 3}\r\n'
+                'not json, kept as it is\r\n'
+                '{"file_name": "b.png", "caption": "old b"}\r\n')
+    meta = tmp_path / "metadata.jsonl"
+    meta.write_bytes(original.encode())
+    assert captions.read(tmp_path / "a.png") == "old a"
+    assert captions.read(tmp_path / "b.png") == "old b"  # the "caption" key also counts
+    change = captions.write(tmp_path / "b.png", "new b, caf\xe9")
+    assert change.path == meta and not (tmp_path / "b.txt").exists()
+    lines = meta.read_bytes().decode().split("\r\n")
+    assert lines[:2] == original.split("\r\n")[:2]  # other lines byte for byte
+    assert json.loads(lines[2]) == {"file_name": "b.png", "caption": "new b, caf\xe9"}
+    captions.revert([change])
+    assert meta.read_bytes().decode() == original
+    # A sidecar file, once there, wins over the metadata row (the trainer's rule).
+    (tmp_path / "a.txt").write_text("sidecar a")
+    assert captions.read(tmp_path / "a.png") == "sidecar a"
+
+
 # --- dataset doctor ---------------------------------------------------------------------------
 def test_the_dataset_view_arranges_the_doctors_findings(art):
     report = summary.examine(art, resolution=512)
