@@ -59,7 +59,8 @@ def test_missing_dataset_folder(project):
 
 def test_undecodable_image_is_named(project):
     (project / "dataset" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    assert_rejected(run_cli("train", str(project)), "broken.png", "is damaged", "re-export or remove")
+    assert_rejected(run_cli("train", str(project)), "broken.png", "is damaged",
+                    "re-export or remove")
     assert (project / "dataset" / "broken.png").read_bytes().endswith(b"not really")
 
 
