@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from studio import plan
+from studio.dataset import plan
 from studio.config import TrainConfig, unet_targets
 from studio.units import human_bytes, human_count, human_duration  # noqa: F401 - re-exported
 from studio.model_info import Layer, ModelInfo
@@ -32,13 +32,11 @@ def lora_params(layers: list[Layer], rank: int) -> int:
     return sum(rank * (layer.n_in * layer.kernel + layer.n_out) for layer in layers)
 
 
-def plan_steps(cfg: TrainConfig, sizes: list[tuple[int, int]]) -> tuple[int, int]:
-    """(optimizer steps per epoch, total steps) for images of these sizes (in dataset order),
-    as the engine plans them (studio/plan.py): minus the held-out validation images, each image
-    `repeats` times, batches within one aspect bucket."""
-    held = plan.held_out(cfg, len(sizes))
-    train = [size for i, size in enumerate(sizes) if i not in held]
-    return plan.steps(plan.bucket_sizes(train, cfg), [cfg.repeats] * len(train), cfg)
+def plan_steps(cfg: TrainConfig, items: list) -> tuple[int, int]:
+    """(optimizer steps per epoch, total steps) for a dataset's Items (Report.training_items(),
+    in scan order), exactly as the engine plans them (studio/dataset/plan.py): minus the held-out
+    validation images, each image its folder's repeats, batches within one aspect bucket."""
+    return plan.item_steps(items, cfg)
 
 
 @dataclass(frozen=True)

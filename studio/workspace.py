@@ -12,7 +12,8 @@ from pathlib import Path
 
 from studio import config, settings
 from studio.config import ConfigError, TrainConfig
-from studio.dataset import IMAGE_EXTENSIONS
+from studio.dataset import scanner
+from studio.dataset.images import EXTENSIONS as IMAGE_EXTENSIONS
 from studio.project import PROJECT_FILE, Project
 
 
@@ -33,11 +34,8 @@ def is_project(folder: Path) -> bool:
 
 
 def count_images(folder: Path) -> int:
-    try:
-        return sum(1 for p in Path(folder).iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    except OSError:
-        return 0
+    """Image files the dataset scan would look at: the folder and its kohya `N_name` subfolders."""
+    return len(scanner.image_files(Path(folder)))
 
 
 def slug(name: str) -> str:
@@ -96,7 +94,9 @@ def open_folder(folder: Path, where: Path | None = None, base_model: str = "") -
     if count_images(folder) == 0:
         nested = [p.name for p in sorted(folder.iterdir()) if p.is_dir() and count_images(p)]
         hint = (f"Images were found in its subfolder(s) {', '.join(nested[:3])}: choose one of "
-                f"those." if nested else
-                f"Choose a folder with {', '.join(IMAGE_EXTENSIONS)} images directly inside it.")
+                f"those, or name them like 10_{nested[0]} (kohya style: 10 repeats per epoch) "
+                f"to train them together." if nested else
+                f"Choose a folder with {', '.join(IMAGE_EXTENSIONS)} images inside it (or in "
+                f"kohya-style subfolders such as 10_mystyle).")
         raise WorkspaceError(f"There are no images in {folder}.", hint)
     return find_project_for(folder, where) or create_project(folder, where, base_model)

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from studio import doctor, images, paths
+from studio import paths
+from studio.dataset import captions, images, scanner
+from studio.dataset.report import SEVERITY
 
 RES = 64  # training resolution for the corpus: keeps every image small and the test fast
 
@@ -147,7 +149,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def checked(corpus):
     before = folder_state(corpus)
-    report = doctor.check(corpus, resolution=RES)
+    report = scanner.scan(corpus, resolution=RES)
     assert folder_state(corpus) == before, "checking must never change the dataset folder"
     return report
 
@@ -192,7 +194,7 @@ def test_pairs_clean_files_and_report_formats(checked, corpus):
                                       if f.code == "caption_not_utf8")
     missing = next(f for f in checked.for_path(corpus / "Case.png") if f.code == "caption_missing")
     assert "case.txt" in missing.message  # the near-miss caption is pointed out
-    assert all(f.code in doctor.SEVERITY for f in checked.findings)
+    assert all(f.code in SEVERITY for f in checked.findings)
     assert checked.sizes[corpus / "rotated.jpg"] == (64, 128)
     assert corpus / "outside.png" not in checked.sizes  # never followed
     usable = {p.name for p in checked.usable()}
@@ -283,8 +285,8 @@ def test_near_duplicate_threshold_separates_copies_from_other_pictures():
         data = io.BytesIO()
         im.resize((160, 120), Image.Resampling.BILINEAR).save(data, "JPEG", quality=70)
         copy = Image.open(data).convert("RGB")
-        assert dist(im, copy) <= 4 < doctor.NEAR_BITS
-        assert dist(im, picture(seed + 50, (256, 192))) > doctor.NEAR_BITS + 4
+        assert dist(im, copy) <= 4 < scanner.NEAR_BITS
+        assert dist(im, picture(seed + 50, (256, 192))) > scanner.NEAR_BITS + 4
 
 
 def test_safe_join_refuses_traversal(tmp_path):
@@ -304,15 +306,17 @@ def test_unsafe_names_and_token_estimate():
         assert paths.name_problem(bad), bad
     for ok in ("console.png", "my photo (1).png", "café.png", "COM0.png", ".hidden"):
         assert paths.name_problem(ok) is None, ok
-    assert 4 <= doctor.estimate_tokens("a photo of a cat") <= 6
-    assert doctor.estimate_tokens("1girl, solo, long hair") >= 7  # digits and commas count
-    assert doctor.decode_caption("caf\xe9".encode("cp1252")) == ("caf\xe9", "cp1252")
-    assert doctor.decode_caption("\ufeffok".encode()) == ("ok", "utf-8-sig")
+    assert 4 <= captions.estimate_tokens("a photo of a cat") <= 6
+    assert captions.estimate_tokens("1girl, solo, long hair") >= 7  # digits and commas count
+    assert captions.decode("caf\xe9".encode("cp1252")) == ("caf\xe9", "cp1252")
+    assert captions.decode("\ufeffok".encode()) == ("ok", "utf-8-sig")
 
 
 def test_missing_and_empty_folders(tmp_path):
-    assert [f.code for f in doctor.check(tmp_path / "nope").findings] == ["no_images"]
-    assert [f.code for f in doctor.check(tmp_path).findings] == ["no_images"]
+    assert [f.code for f in scanner.scan(tmp_path / "nope").findings] == ["no_images"]
+    assert [f.code for f in scanner.scan(tmp_path).findings] == ["no_images"]
     picture(1).save(tmp_path / "x.png")
-    report = doctor.check(tmp_path, exclude=("x.png",))
-    assert report.images == [] and report.findings[0].code == "no_images"
+    report = scanner.scan(tmp_path, exclude=("x.png",))
+    # An excluded image is listed (the GUI shows it) but never opened, and nothing is left.
+    assert report.images == [tmp_path / "x.png"] and report.items == {}
+    assert [f.code for f in report.blocking()] == ["no_images"]

@@ -10,8 +10,10 @@ import torch
 from PIL import Image
 
 from conftest import make_project, run_cli
-from studio import buckets, caption_augment, dataset
-from studio.caption_augment import CaptionRules
+from studio import dataset
+from studio.dataset import augment as caption_augment
+from studio.dataset import buckets
+from studio.dataset.augment import CaptionRules
 from studio.config import LrSchedule, Optimizer, TrainConfig
 
 
@@ -144,7 +146,7 @@ def test_buckets_flip_live_captions_and_validation_through_the_cli(tmp_path, tin
 
 
 def test_planned_steps_match_the_batches_the_trainer_makes():
-    from studio import plan
+    from studio.dataset import plan
     from training.data import TrainingData
 
     cfg = TrainConfig(batch_size=3, gradient_accumulation_steps=2, resolution=64,

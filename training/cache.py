@@ -15,14 +15,24 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from safetensors.torch import load_file, save_file
 
 from studio import atomic
-from studio.dataset import PREPROCESS_VERSION, Item, load_fitted
+from studio.dataset.images import open_rgb
+from studio.dataset.report import Item
 from studio.errors import UserError
 
 ENCODE_BATCH = 4
+# Part of the latent cache keys: bump it whenever load_fitted changes.
+PREPROCESS_VERSION = "open_rgb-fit-lanczos-v2"
+
+
+def load_fitted(path: Path, size: tuple[int, int]) -> Image.Image:
+    """The image as trained: normalised by open_rgb (EXIF, transparency, 16-bit, CMYK, ICC),
+    resized to cover `size` (width, height) and centre-cropped to it."""
+    image, _ = open_rgb(path)
+    return ImageOps.fit(image, size, method=Image.Resampling.LANCZOS)
 
 
 class CacheError(UserError):

@@ -1,8 +1,9 @@
 """`python -m training check PROJECT`: everything worth knowing before a run, without training.
 
-The dataset doctor's findings, the bucket histogram and step count (studio.plan, the same code the
-trainer uses), the model and the size of its LoRA, and rough GPU memory and time for the device
-here, with the GPU-memory presets that fit.
+The dataset scan's findings (studio.dataset.scanner, the worker's own check, every image decoded
+once), the bucket histogram and step count (studio.dataset.plan, the same code the trainer
+uses), the model and the size of its LoRA, and rough GPU memory and time for the device here,
+with the GPU-memory presets that fit.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from studio import config, dataset, doctor, estimate, model_info, plan
+from studio import config, estimate, model_info
+from studio.dataset import buckets, plan, scanner
 from studio.config import TrainConfig
 from studio.project import Project
 
@@ -56,12 +58,11 @@ def fitting_presets(info, cfg: TrainConfig, memory: int) -> list[dict]:
 
 def report(project: Project, cfg: TrainConfig) -> dict:
     folder = project.resolve(cfg.dataset_dir)
-    doc = doctor.check(folder, cfg.exclude_images, cfg.resolution)
-    items, _ = dataset.scan(folder, cfg.exclude_images, cfg.repeats)
-    held = plan.held_out(cfg, len(items))
-    train_items = [it for i, it in enumerate(items) if i not in held]
+    doc = scanner.scan(folder, cfg.exclude_images, cfg.repeats, cfg.resolution)
+    items = doc.training_items()
+    train_items, held = plan.split(items, cfg)
     sizes = plan.bucket_sizes([it.size for it in train_items], cfg)
-    per_epoch, total = plan.steps(sizes, [it.repeats for it in train_items], cfg)
+    per_epoch, total = plan.item_steps(items, cfg)
     info = model_info.inspect(cfg.base_model, project.root)
     est = estimate.estimate(info, cfg)
     device = device_info()
@@ -70,7 +71,8 @@ def report(project: Project, cfg: TrainConfig) -> dict:
         "project": str(project.root), "dataset": str(folder),
         "images": len(items), "training_images": len(train_items), "validation_images": len(held),
         "image_steps_per_epoch": sum(it.repeats for it in train_items),
-        "buckets": plan.buckets.histogram(sizes) if sizes else {},
+        "buckets": buckets.histogram(sizes) if sizes else {},
+        "folders": {name: times for name, times in doc.folders.items()},
         "steps_per_epoch": per_epoch, "total_steps": total,
         "model": {"path": str(info.path or cfg.base_model), "architecture": info.architecture,
                   "problem": info.problem, "unet_params": info.unet_params},
@@ -83,7 +85,8 @@ def report(project: Project, cfg: TrainConfig) -> dict:
         "presets": fitting_presets(info, cfg, device["memory_bytes"]),
         "doctor": doc.to_json(),
         "doctor_text": doc.to_text(),
-        "ok": not doc.errors and not info.problem,
+        "blocking": [f.message for f in doc.blocking()],
+        "ok": not doc.blocking() and not info.problem,
     }
 
 

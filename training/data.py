@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from studio import buckets, plan
-from studio.caption_augment import CaptionRules, augment, detect_style, full_caption
+from studio.dataset import buckets, plan
+from studio.dataset.augment import CaptionRules, augment, detect_style, full_caption
 from studio.config import CaptionStyle, TrainConfig
-from studio.dataset import Item
+from studio.dataset.report import Item
 from training import cache
 
 

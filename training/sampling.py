@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from studio.caption_augment import full_caption
+from studio.dataset.augment import full_caption
 from studio.config import TrainConfig
 from studio.protocol import GenerateRequest
 from training.generate import Generator, pipeline_from_base, save_png

@@ -9,7 +9,7 @@ from pathlib import Path
 from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFormLayout, QLabel,
                                QLineEdit, QVBoxLayout)
 
-from studio import captions
+from studio.dataset import captions
 from ui import theme
 
 

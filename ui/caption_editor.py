@@ -1,5 +1,8 @@
 """The selected image large, and its caption editor (autosaved atomically, undoable).
 
+The caption is read and written where the trainer reads it (studio.dataset.captions): the
+image's .txt/.caption file, or its row in the folder's metadata.jsonl (other rows kept as they are).
+
 Typing is saved 0.8 s after the last key, on leaving the editor, on Ctrl+S and before another
 image is shown, so nothing typed is ever lost. Each save is one QUndoCommand on the project's undo
 stack (consecutive saves of one image merge), so Edit ▸ Undo restores the file's previous text.
@@ -14,7 +17,7 @@ from PySide6.QtCore import QEvent, QTimer, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QUndoCommand, QUndoStack
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
-from studio import captions
+from studio.dataset import captions
 from ui import theme
 from ui.thumbnails import ThumbnailLoader
 from ui.widgets.image_preview import ImagePreview
@@ -39,8 +42,10 @@ class CaptionEdit(QUndoCommand):
         return self.MERGE_ID if self.mergeable else -1
 
     def mergeWith(self, other) -> bool:
+        # Same image, not only the same file: one metadata.jsonl holds many images' captions.
         if not (other.mergeable and len(self.changes) == len(other.changes) == 1
-                and self.changes[0].path == other.changes[0].path):
+                and self.changes[0].path == other.changes[0].path
+                and self.changes[0].image == other.changes[0].image):
             return False
         first = self.changes[0]
         self.changes = [captions.Change(first.image, first.path, first.old,
@@ -120,7 +125,9 @@ class CaptionPanel(QWidget):
             self.editor.setPlainText(self._loaded_text or "")
             self.editor.setEnabled(True)
             self.info.setText(details)
-            self.state.setText("" if self._loaded_text is not None else "no caption file yet")
+            where = captions.source(image)
+            self.state.setText("no caption file yet" if where is None else
+                               f"in {where.path.name}" if where.in_metadata else "")
             self._show_preview()
         self.editor.blockSignals(False)
 

@@ -1,5 +1,6 @@
-"""DatasetModel: every image of the dataset folder as a list row (thumbnail, caption, issues), and
-the filter proxy behind "only problems / only duplicates / …"."""
+"""DatasetModel: every image of the dataset (its folder and kohya `N_name` subfolders, in training
+order, so each subfolder's images sit together) as a list row (thumbnail, caption, findings, folder
+and repeats), and the filter proxy behind "only problems / only duplicates / …"."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 from PySide6.QtCore import (QAbstractListModel, QModelIndex, QPersistentModelIndex,
                             QSortFilterProxyModel, Qt)
 
-from studio.dataset_doctor import Report, shows
+from studio.dataset.report import Report
+from studio.dataset.summary import shows
 from ui import theme
 from ui.thumbnails import ThumbnailLoader
 
@@ -20,8 +22,9 @@ ExcludedRole = Qt.ItemDataRole.UserRole + 3
 CaptionRole = Qt.ItemDataRole.UserRole + 4
 SizeRole = Qt.ItemDataRole.UserRole + 5
 BrokenRole = Qt.ItemDataRole.UserRole + 6
+GroupRole = Qt.ItemDataRole.UserRole + 7  # "10_style · ×10" for a kohya subfolder's images
 
-# Filter choices (keys: studio.dataset_doctor.shows).
+# Filter choices (keys: studio.dataset.summary.shows).
 FILTERS = {"all": "All images", "problems": "Only problems", "errors": "Only errors (can't train)",
            "duplicates": "Only duplicates", "captions": "Only caption problems",
            "too_small": "Only too small", "excluded": "Only excluded", "included": "Only included"}
@@ -32,26 +35,41 @@ class DatasetModel(QAbstractListModel):
         super().__init__(parent)
         self.loader = loader
         self.images: list[Path] = []
+        self.names: dict[Path, str] = {}  # "10_style/a.png": the name exclude_images uses
+        self.groups: dict[Path, tuple[str, int]] = {}  # kohya subfolder and its repeats
         self.report: Report | None = None
         self.excluded: frozenset[str] = frozenset()
         self._row: dict[str, int] = {}
         loader.ready.connect(self._on_thumbnail)
 
-    def set_images(self, images: list[Path]) -> None:
+    def set_images(self, entries: list[tuple[Path, str, int]]) -> None:
+        """(image, name, repeats) in training order (scanner.image_files), before the scan."""
         self.beginResetModel()
-        self.images = list(images)
+        self.images = [path for path, _, _ in entries]
+        self.names = {path: name for path, name, _ in entries}
+        self.groups = {path: (name.split("/", 1)[0], times) for path, name, times in entries
+                       if "/" in name}
         self._row = {str(p): i for i, p in enumerate(self.images)}
         self.report = None
         self.endResetModel()
 
     def set_report(self, report: Report | None) -> None:
-        """New issues/captions/exclusions; rows change only if the folder's files changed."""
+        """New findings/captions/exclusions; rows change only if the folder's files changed."""
         if report is not None and report.images != self.images:
-            self.set_images(report.images)
+            self.set_images([(p, report.name(p), report.repeats_of(p)) for p in report.images])
         self.report = report
         if report is not None:
             self.excluded = report.excluded
+            self.groups = {p: (report.group(p), report.repeats_of(p)) for p in report.images
+                           if report.group(p)}
         self._all_changed()
+
+    def name_of(self, path: Path) -> str:
+        return self.names.get(path, path.name)
+
+    def group_label(self, path: Path) -> str:
+        group = self.groups.get(path)
+        return f"{group[0]} · ×{group[1]}" if group else ""
 
     def set_excluded(self, names: frozenset[str]) -> None:
         self.excluded = frozenset(names)
@@ -81,9 +99,11 @@ class DatasetModel(QAbstractListModel):
         if role == PathRole:
             return path
         if role == IssuesRole:
-            return self.report.issues_for(path) if self.report else []
+            return self.report.for_path(path) if self.report else []
         if role == ExcludedRole:
-            return path.name in self.excluded
+            return self.name_of(path) in self.excluded
+        if role == GroupRole:
+            return self.group_label(path)
         if role == CaptionRole:
             return self.report.captions.get(path, "") if self.report else ""
         if role == SizeRole:
@@ -95,11 +115,14 @@ class DatasetModel(QAbstractListModel):
         return None
 
     def _tooltip(self, path: Path, index) -> str:
-        lines = [f"<b>{path.name}</b>"]
+        lines = [f"<b>{self.name_of(path)}</b>"]
+        if path in self.groups:
+            group, times = self.groups[path]
+            lines.append(f"In {group}/: trained {times}× per epoch (kohya repeats)")
         size = self.data(index, SizeRole)
         if size:
             lines.append(f"{size[0]}×{size[1]} px")
-        if path.name in self.excluded:
+        if self.name_of(path) in self.excluded:
             lines.append("<i>Excluded from training (the file is untouched)</i>")
         caption = self.data(index, CaptionRole)
         if caption:

@@ -8,9 +8,10 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QScrollArea, QTabWidget, QVBoxLayout, QWidget)
 
-from studio import dataset_doctor, estimate, plan
+from studio import estimate
 from studio.config import TrainConfig
-from studio.dataset_doctor import Report
+from studio.dataset import plan, summary
+from studio.dataset.report import Report
 from ui import theme
 from ui.widgets.bars import Bars
 
@@ -18,10 +19,15 @@ STYLE_TEXT = {"tags": "tags (comma-separated)", "sentences": "sentences", "none"
 
 
 def summary_html(report: Report, cfg: TrainConfig) -> str:
-    s = dataset_doctor.summarize(report, cfg)
-    per_epoch, total = estimate.plan_steps(cfg, [report.sizes[p] for p in report.used()])
+    s = summary.summarize(report, cfg)
+    per_epoch, total = estimate.plan_steps(cfg, report.training_items())
     lines = [f"<b>{s.used}</b> of {s.total} images used for training"
              + (f" ({s.excluded} excluded)" if s.excluded else "")]
+    if s.folders:  # kohya `N_name` subfolders: each image trained N times per epoch
+        top = s.used - sum(n for n, _ in s.folders.values())
+        parts = ([f"top folder {top} × {report.repeats}"] if top else []) + [
+            f"{name}/ {n} × {times}" for name, (n, times) in s.folders.items()]
+        lines.append(f"Repeats: {', '.join(parts)} = <b>{s.image_steps}</b> images per epoch")
     if s.used:
         lines.append(f"Short side <b>{s.min_side}–{s.max_side} px</b> (median {s.median_side})"
                      + (f", <span style='color:{theme.WARNING}'>{s.small} smaller than "
@@ -93,17 +99,17 @@ class DatasetSummary(QTabWidget):
             self.setTabText(1, "Findings")
             return
         self.text.setText(summary_html(report, cfg))
-        self.bars.set_data(dataset_doctor.summarize(report, cfg).buckets)
-        shown = [i for i in report.issues
-                 if dataset_doctor.shows(mode, [i], i.image.name in report.excluded)]
+        self.bars.set_data(summary.summarize(report, cfg).buckets)
+        shown = [f for f in report.findings
+                 if summary.shows(mode, [f], report.is_excluded(f.path))]
         order = {"error": 0, "warning": 1, "info": 2}
-        for issue in sorted(shown, key=lambda i: (order.get(i.severity, 3), i.image.name)):
-            item = QListWidgetItem(theme.SEVERITY_ICONS.get(issue.severity, "") + str(issue))
-            item.setData(Qt.ItemDataRole.UserRole, issue.image)
-            item.setToolTip(str(issue))
+        for finding in sorted(shown, key=lambda f: (order.get(f.severity, 3), f.path.name)):
+            item = QListWidgetItem(theme.SEVERITY_ICONS.get(finding.severity, "") + str(finding))
+            item.setData(Qt.ItemDataRole.UserRole, finding.path)
+            item.setToolTip(str(finding))
             self.findings.addItem(item)
-        errors = sum(i.fatal for i in report.issues)
-        total = len(report.issues)
+        errors = sum(f.fatal for f in report.findings)
+        total = len(report.findings)
         label = f"Findings ({len(shown)} of {total})" if len(shown) != total else \
             f"Findings ({total})"
         self.setTabText(1, ("✖ " if errors else "⚠ " if total else "") + label)

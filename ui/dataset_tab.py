@@ -1,5 +1,6 @@
-"""The Dataset tab: thumbnail grid with issue badges, preview + caption editor, bulk actions,
-summary and findings. Exclusions go to the project's `exclude_images`; no image is ever written."""
+"""The Dataset tab: thumbnail grid with issue badges (kohya subfolder images labelled with their
+folder and repeats), preview + caption editor, bulk actions, summary and findings. Exclusions go to
+the project's `exclude_images`; no image is ever written."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from PySide6.QtGui import QDesktopServices, QUndoCommand
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QInputDialog, QLabel,
                                QListView, QPushButton, QSplitter, QVBoxLayout, QWidget)
 
-from studio import captions, dataset_doctor, plan
+from studio.dataset import captions, plan, summary
 from studio.config import TrainConfig
 from ui import theme
 from ui.bulk_dialogs import FindReplaceDialog
@@ -142,7 +143,8 @@ class DatasetTab(QWidget):
         self.captions.show_image(None, 0)
         folder = self.session.dataset_dir
         self.folder_label.setText(str(folder) if folder else "")
-        self.model.set_images(dataset_doctor.list_images(folder) if folder else [])
+        self.model.set_images(summary.list_images(folder, self.session.config.repeats)
+                              if folder else [])
         self.model.set_excluded(frozenset(self.session.config.exclude_images))
 
     def _on_report(self, report) -> None:
@@ -202,18 +204,21 @@ class DatasetTab(QWidget):
             w, h = report.sizes[image]
             bucket = plan.bucket_sizes([(w, h)], self.session.config)[0]
             parts.append(f"{w}×{h} px · trains at {bucket[0]}×{bucket[1]}")
-        if image.name in self.session.config.exclude_images:
+        if self.model.group_label(image):
+            group, times = self.model.groups[image]
+            parts.append(f"in {group}/, trained {times}× per epoch")
+        if self.model.name_of(image) in self.session.config.exclude_images:
             parts.append("excluded from training")
         lines = [" · ".join(parts)] if parts else []
-        lines += [theme.SEVERITY_ICONS.get(i.severity, "") + i.message
-                  for i in (report.issues_for(image) if report else [])]
+        lines += [theme.SEVERITY_ICONS.get(f.severity, "") + f.message
+                  for f in (report.for_path(image) if report else [])]
         return "\n".join(lines)
 
     def _update_buttons(self) -> None:
         images = self.selected()
         excluded = set(self.session.config.exclude_images)
-        self.exclude_button.setEnabled(any(p.name not in excluded for p in images))
-        self.include_button.setEnabled(any(p.name in excluded for p in images))
+        self.exclude_button.setEnabled(any(self.model.name_of(p) not in excluded for p in images))
+        self.include_button.setEnabled(any(self.model.name_of(p) in excluded for p in images))
         has_images = bool(self.model.images)
         self.trigger_button.setEnabled(has_images)
         self.replace_button.setEnabled(has_images)
@@ -231,13 +236,14 @@ class DatasetTab(QWidget):
         if len(chosen) > 1:
             return chosen, f"the {len(chosen)} selected images"
         excluded = set(self.session.config.exclude_images)
-        images = [p for p in self.model.images if p.name not in excluded]
+        images = [p for p in self.model.images if self.model.name_of(p) not in excluded]
         return images, f"all {len(images)} included images"
 
     def set_excluded(self, images: list[Path], exclude: bool) -> None:
         before = tuple(self.session.config.exclude_images)
         names = set(before)
-        names = names | {p.name for p in images} if exclude else names - {p.name for p in images}
+        chosen = {self.model.name_of(p) for p in images}  # "10_style/a.png", as the worker
+        names = names | chosen if exclude else names - chosen
         after = tuple(sorted(names))
         if after != before:
             verb = "Exclude" if exclude else "Include"
@@ -285,7 +291,7 @@ class DatasetTab(QWidget):
         report = self.session.report
         for image in images:
             if report is not None:
-                dataset_doctor.update_caption(report, image, captions.read(image))
+                summary.update_caption(report, image, captions.read(image))
             self.model.refresh(image)
         if report is not None:
             self._refresh_summary()

@@ -14,9 +14,9 @@ import shiboken6
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QUndoStack
 
-from studio import dataset_doctor
 from studio.config import ConfigError, TrainConfig
-from studio.dataset_doctor import Report
+from studio.dataset import summary
+from studio.dataset.report import Report
 from studio.project import Project
 from ui.background import run_in_background
 
@@ -26,7 +26,7 @@ SAVE_DELAY_MS = 400
 class ProjectSession(QObject):
     project_changed = Signal(object)  # Project | None
     config_changed = Signal(object)  # TrainConfig
-    report_changed = Signal(object)  # dataset_doctor.Report | None (None: being examined)
+    report_changed = Signal(object)  # dataset.report.Report | None (None: being examined)
     error = Signal(str, str)  # message, hint
 
     def __init__(self, parent: QObject | None = None):
@@ -72,12 +72,14 @@ class ProjectSession(QObject):
         if old.dataset_dir != cfg.dataset_dir:
             self.rescan()
         elif self.report is not None and (old.exclude_images != cfg.exclude_images
-                                          or old.resolution != cfg.resolution):
-            # No re-scan: exclusions only change what counts, and the image sizes are known.
-            self.report = dataclasses.replace(self.report,
+                                          or old.resolution != cfg.resolution
+                                          or old.repeats != cfg.repeats):
+            # No re-scan: exclusions and the top folder's repeats only change what counts, and
+            # the image sizes are known.
+            self.report = dataclasses.replace(self.report, repeats=cfg.repeats,
                                               excluded=frozenset(cfg.exclude_images))
             if old.resolution != cfg.resolution:
-                dataset_doctor.update_resolution(self.report, cfg.resolution)
+                summary.update_resolution(self.report, cfg.resolution)
             self.report_changed.emit(self.report)
 
     def update(self, **changes) -> None:
@@ -102,7 +104,7 @@ class ProjectSession(QObject):
         self.report_changed.emit(None)
         folder, cfg = self.dataset_dir, self.config
         run_in_background(
-            lambda: dataset_doctor.examine(folder, cfg.exclude_images, cfg.resolution),
+            lambda: summary.examine(folder, cfg.exclude_images, cfg.resolution, cfg.repeats),
             lambda report: self._on_report(generation, report),
             lambda exc: self.error.emit(f"Could not examine the dataset: {exc}",
                                         "Check that the dataset folder is readable."))

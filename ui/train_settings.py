@@ -210,9 +210,9 @@ class TrainSettings(QScrollArea):
                              f"<i>(rough guess)</i>")
         report = self.session.report
         if report is not None:
-            used = report.used()
-            n = len(used)
-            per_epoch, total = estimate.plan_steps(cfg, [report.sizes[p] for p in used])
+            items = report.training_items()  # with their folders' repeats, as the worker
+            n = len(items)
+            per_epoch, total = estimate.plan_steps(cfg, items)
             how = "max steps" if cfg.max_steps else f"{cfg.epochs} epochs × {per_epoch}"
             lines.append(f"Steps: <b>{total:,}</b> ({how}; {n} images, batch {cfg.batch_size})")
         self.estimate.setText("<br>".join(lines))

@@ -131,11 +131,12 @@ class TrainTab(QWidget):
         report = self.session.report
         if report is None:
             return "Checking the dataset…"
-        if report.blocking():
-            return (f"{len(report.blocking())} image(s) cannot be read: exclude them on the "
-                    f"Dataset tab.")
-        if not report.used():
+        blocking = report.blocking()  # exactly what the worker's dataset.load refuses
+        if any(f.code == "no_images" for f in blocking):
             return "No images to train on: add images to the folder or include some."
+        if blocking:
+            return (f"{len(blocking)} file(s) cannot be read or used ({blocking[0].path.name}): "
+                    f"exclude or fix them on the Dataset tab.")
         return ""
 
     def update_train_button(self) -> None:

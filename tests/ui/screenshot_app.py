@@ -132,7 +132,7 @@ def main() -> int:
             tab.settings.editor("learning_rate").editor.setText("1e-4")
         if window.session.report.blocking():  # what the artist is told to do: exclude them
             capture(app, window, args.out / f"train-blocked-{size}.png")
-            window.dataset_tab.set_excluded([i.image for i in window.session.report.blocking()],
+            window.dataset_tab.set_excluded([f.path for f in window.session.report.blocking()],
                                             True)
             settle(app)
         assert tab.train_button.isEnabled(), tab.reason.text()

@@ -3,11 +3,16 @@ bulk edits; and that the artist's images are never written."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+import dataclasses
+import json
 
-from studio import captions
+from PySide6.QtCore import Qt
+from PIL import Image
+
+from studio import estimate
+from studio.dataset import captions
 from ui.bulk_dialogs import FindReplaceDialog
-from ui.dataset_model import ExcludedRole, IssuesRole
+from ui.dataset_model import ExcludedRole, GroupRole, IssuesRole
 from uihelpers import digests, open_and_wait
 from uifixtures import *  # noqa: F403 (pytest fixtures)
 
@@ -60,15 +65,15 @@ def test_a_caption_edit_is_saved_to_its_txt_and_can_be_undone(qtbot, window, art
 def test_captioning_an_uncaptioned_image_creates_its_txt_and_undo_removes_it(qtbot, window, art):
     open_and_wait(qtbot, window, art)
     tab, image = window.dataset_tab, art / "art_002.jpg"
-    assert any(i.kind == "caption_missing" for i in window.session.report.issues_for(image))
+    assert any(f.code == "caption_missing" for f in window.session.report.for_path(image))
     tab.select_image(image)
     tab.captions.editor.setPlainText("a lighthouse")
     tab.select_image(art / "art_000.jpg")  # switching images saves at once
     assert (art / "art_002.txt").read_text() == "a lighthouse"
-    assert not any(i.kind == "caption_missing" for i in window.session.report.issues_for(image))
+    assert not any(f.code == "caption_missing" for f in window.session.report.for_path(image))
     window.session.undo_stack.undo()
     assert not (art / "art_002.txt").exists() and image.exists()
-    assert any(i.kind == "caption_missing" for i in window.session.report.issues_for(image))
+    assert any(f.code == "caption_missing" for f in window.session.report.for_path(image))
 
 
 def test_exclude_and_include_change_only_the_project_settings(qtbot, window, art, sd15):
@@ -119,3 +124,58 @@ def test_bulk_trigger_word_and_find_replace_are_undoable(qtbot, window, art):
     window.session.undo_stack.undo()
     assert {p: p.read_text() for p in art.glob("*.txt")} == originals
     assert digests(art) == before
+
+
+def kohya_folder(root):
+    """A kohya-style dataset: nothing at the top, `10_ink/` with metadata.jsonl captions and
+    `3_sketch/` with .txt captions."""
+    for i, (sub, colour) in enumerate([("10_ink", "red"), ("10_ink", "blue"),
+                                       ("3_sketch", "green")]):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (96 + 8 * i, 96), colour).save(root / sub / f"{colour}.png")
+    (root / "3_sketch" / "green.txt").write_text("a green sketch")
+    (root / "10_ink" / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "red.png", "text": "red ink wash"}) + "\n" +
+        json.dumps({"file_name": "blue.png", "text": "blue ink", "score": 7}) + "\n")
+    return root
+
+
+def test_a_kohya_folder_shows_its_groups_and_edits_metadata_jsonl(qtbot, window, tmp_path, sd15):
+    folder = kohya_folder(tmp_path / "kohya art")
+    pixels = {p: p.read_bytes() for p in folder.rglob("*.png")}
+    open_and_wait(qtbot, window, folder, sd15)  # no longer refused: it has no top-level images
+    tab, red = window.dataset_tab, folder / "10_ink" / "red.png"
+    assert tab.model.images == [folder / "10_ink" / "blue.png", red,
+                                folder / "3_sketch" / "green.png"]  # grouped, training order
+    assert index_of(tab, red).data(GroupRole) == "10_ink · ×10"
+    assert index_of(tab, folder / "3_sketch" / "green.png").data(GroupRole) == "3_sketch · ×3"
+    assert "trained 10× per epoch" in index_of(tab, red).data(Qt.ItemDataRole.ToolTipRole)
+    assert "10_ink/ 2 × 10" in tab.summary.text.text()
+    assert not any(f.code == "caption_missing" for f in window.session.report.findings)
+    # The Train tab trains it, with the steps the worker plans from the folders' repeats.
+    assert window.train_tab.reason.text() == ""
+    cfg, items = window.session.config, window.session.report.training_items()
+    assert [it.repeats for it in items] == [10, 10, 3]
+    _, total = estimate.plan_steps(cfg, items)
+    _, once = estimate.plan_steps(cfg, [dataclasses.replace(it, repeats=1) for it in items])
+    assert total > once  # the repeats count
+    assert f"<b>{total:,}</b>" in window.train_tab.settings.estimate.text()
+
+    tab.select_image(red)
+    assert tab.captions.editor.toPlainText() == "red ink wash"
+    assert "metadata.jsonl" in tab.captions.state.text()
+    tab.captions.editor.setPlainText("red ink wash, heron")
+    tab.select_image(folder / "10_ink" / "blue.png")  # switching images saves at once
+    rows = [json.loads(line) for line in (folder / "10_ink" / "metadata.jsonl").open()]
+    assert rows == [{"file_name": "red.png", "text": "red ink wash, heron"},
+                    {"file_name": "blue.png", "text": "blue ink", "score": 7}]
+    assert window.session.report.captions[red] == "red ink wash, heron"
+    assert not (folder / "10_ink" / "red.txt").exists()  # written where it lives
+    window.session.undo_stack.undo()
+    assert json.loads((folder / "10_ink" / "metadata.jsonl").open().readline())["text"] == \
+        "red ink wash"
+    # Excluding a subfolder image names it as the worker does.
+    tab.select_image(red)
+    tab.exclude_button.click()
+    assert window.session.config.exclude_images == ("10_ink/red.png",)
+    assert {p: p.read_bytes() for p in folder.rglob("*.png")} == pixels  # never written

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from studio import estimate, model_info, plan
+from studio import estimate, model_info
+from studio.dataset import plan
 from studio.config import TargetPreset, TrainConfig, unet_targets
 from studio.dataset import Item
 from uifixtures import *  # noqa: F403 (pytest fixtures)
@@ -67,16 +68,22 @@ SIZES = [(768, 768), (640, 896), (896, 640), (1024, 768), (600, 900), (320, 320)
 @pytest.mark.parametrize("n", [1, 7, 30])
 def test_plan_steps_matches_the_engine(cfg, n):
     """The Train tab's step count is the worker's: its validation split (training/data.py),
-    then studio/plan.py on the training images' buckets and repeats."""
+    then studio/dataset/plan.py on the training images' buckets and each image's own repeats
+    (kohya subfolders differ from the top folder's `repeats`, so uniform repeats can't hide a
+    mismatch)."""
     from training import data
 
     sizes = SIZES[:n]
-    items = [Item(Path(f"{i:03d}.png"), "", None, "", size, cfg.repeats, f"{i:03d}.png")
+    per_folder = [cfg.repeats, 10, 3]  # top folder, 10_x/, 3_y/
+    items = [Item(Path(f"{i:03d}.png"), "", None, "", size, per_folder[i % 3], f"{i:03d}.png")
              for i, size in enumerate(sizes)]
     train, _ = data.split_validation(items, cfg)
     expected = plan.steps(plan.bucket_sizes([it.size for it in train], cfg),
                           [it.repeats for it in train], cfg)
-    assert estimate.plan_steps(cfg, sizes) == expected
+    assert estimate.plan_steps(cfg, items) == expected
+    if n == 30 and not cfg.max_steps:  # the repeats really count
+        uniform = [Item(it.image, "", None, "", it.size, 1, it.name) for it in items]
+        assert estimate.plan_steps(cfg, uniform)[1] < expected[1]
 
 
 def test_models_that_cannot_be_trained_say_why(tmp_path):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from studio import (captions, crash_hints, dataset_doctor, deliver, run_history, settings,
-                    workspace)
+from studio import crash_hints, deliver, run_history, settings, workspace
+from studio.dataset import captions, summary
 from studio.config import TrainConfig
 from studio.project import Project, RunDir
 from uihelpers import digests
@@ -83,7 +83,16 @@ def test_folders_without_images_explain_what_to_do(tmp_path):
     (nested / "a.jpg").write_bytes(b"")
     with pytest.raises(workspace.WorkspaceError) as info:
         workspace.open_folder(tmp_path / "outer")
-    assert "inner" in info.value.hint
+    assert "inner" in info.value.hint and "10_inner" in info.value.hint
+
+
+def test_a_kohya_folder_opens_as_a_project_that_keeps_its_repeats(tmp_path):
+    # Only `N_name` subfolders, as kohya's trainer and the worker read them: a project, not a
+    # refusal; the dataset is the top folder so every subfolder keeps its repeat count.
+    (tmp_path / "kohya" / "10_style").mkdir(parents=True)
+    (tmp_path / "kohya" / "10_style" / "a.png").write_bytes(b"")
+    project = workspace.open_folder(tmp_path / "kohya")
+    assert Path(project.load_config().dataset_dir) == (tmp_path / "kohya").resolve()
 
 
 # --- captions ---------------------------------------------------------------------------------
@@ -136,34 +145,56 @@ def test_bulk_writes_only_changed_captions(tmp_path):
     assert captions.preview(images, lambda c: captions.add_trigger(c, "zxq")) == 0
 
 
+def test_metadata_jsonl_captions_are_edited_in_place(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"png")
+    (tmp_path / "b.png").write_bytes(b"png")
+    original = ('{"file_name": "a.png", "text": "old a", "score": 3}\r\n'
+                'not json, kept as it is\r\n'
+                '{"file_name": "b.png", "caption": "old b"}\r\n')
+    meta = tmp_path / "metadata.jsonl"
+    meta.write_bytes(original.encode())
+    assert captions.read(tmp_path / "a.png") == "old a"
+    assert captions.read(tmp_path / "b.png") == "old b"  # the "caption" key also counts
+    change = captions.write(tmp_path / "b.png", "new b, caf\xe9")
+    assert change.path == meta and not (tmp_path / "b.txt").exists()
+    lines = meta.read_bytes().decode().split("\r\n")
+    assert lines[:2] == original.split("\r\n")[:2]  # other lines byte for byte
+    assert json.loads(lines[2]) == {"file_name": "b.png", "caption": "new b, caf\xe9"}
+    captions.revert([change])
+    assert meta.read_bytes().decode() == original
+    # A sidecar file, once there, wins over the metadata row (the trainer's rule).
+    (tmp_path / "a.txt").write_text("sidecar a")
+    assert captions.read(tmp_path / "a.png") == "sidecar a"
+
+
 # --- dataset doctor ---------------------------------------------------------------------------
 def test_the_dataset_view_arranges_the_doctors_findings(art):
-    report = dataset_doctor.examine(art, resolution=512)
-    kinds = {(i.image.name, i.kind) for i in report.issues}
+    report = summary.examine(art, resolution=512)
+    kinds = {(f.path.name, f.code) for f in report.findings}
     assert ("art_001_copy.jpg", "duplicate") in kinds
     assert ("art_002.jpg", "caption_missing") in kinds
     assert ("small_sketch.png", "too_small") in kinds
-    assert [i.image.name for i in report.blocking()] == ["notes.png"]
+    assert [f.path.name for f in report.blocking()] == ["notes.png"]
     assert report.captions[art / "art_002.jpg"] == ""
     assert len(report.used()) == len(report.images) - 1 == 10  # notes.png cannot be read
     report.excluded = frozenset({"notes.png", "art_000.jpg"})
     assert report.blocking() == [] and len(report.used()) == 9
-    summary = dataset_doctor.summarize(report, TrainConfig())
-    assert (summary.total, summary.used, summary.excluded) == (11, 9, 2)
-    assert summary.caption_style == "tags" and summary.small == 1 and summary.min_side == 320
-    assert sum(summary.buckets.values()) == 9
-    assert dataset_doctor.shows("duplicates", report.issues_for(art / "art_001_copy.jpg"), False)
-    assert not dataset_doctor.shows("errors", report.issues_for(art / "art_001_copy.jpg"), False)
+    numbers = summary.summarize(report, TrainConfig())
+    assert (numbers.total, numbers.used, numbers.excluded) == (11, 9, 2)
+    assert numbers.caption_style == "tags" and numbers.small == 1 and numbers.min_side == 320
+    assert sum(numbers.buckets.values()) == 9
+    assert summary.shows("duplicates", report.for_path(art / "art_001_copy.jpg"), False)
+    assert not summary.shows("errors", report.for_path(art / "art_001_copy.jpg"), False)
 
 
 def test_caption_edits_update_the_report_without_a_rescan(art):
-    report = dataset_doctor.examine(art)
+    report = summary.examine(art)
     image = art / "art_002.jpg"
-    dataset_doctor.update_caption(report, image, "now captioned")
+    summary.update_caption(report, image, "now captioned")
     assert report.captions[image] == "now captioned"
-    assert not any(i.kind == "caption_missing" for i in report.issues_for(image))
-    dataset_doctor.update_caption(report, image, "  ")
-    assert [i.kind for i in report.issues_for(image)] == ["caption_empty"]
+    assert not any(f.code == "caption_missing" for f in report.for_path(image))
+    summary.update_caption(report, image, "  ")
+    assert [f.code for f in report.for_path(image)] == ["caption_empty"]
 
 
 # --- run history, crash hints, delivery -------------------------------------------------------
@@ -208,12 +239,12 @@ def test_copy_lora_is_atomic_and_brings_its_sidecar(tmp_path):
 
 
 def test_a_new_resolution_rechecks_sizes_without_a_rescan(art):
-    report = dataset_doctor.examine(art, resolution=512)
-    dataset_doctor.update_resolution(report, 700)
-    rescanned = dataset_doctor.examine(art, resolution=700)
-    assert {i.image for i in report.issues if i.kind == "too_small"} == \
-        {i.image for i in rescanned.issues if i.kind == "too_small"}
-    assert len([i for i in report.issues if i.kind == "too_small"]) > 1
+    report = summary.examine(art, resolution=512)
+    summary.update_resolution(report, 700)
+    rescanned = summary.examine(art, resolution=700)
+    assert {f.path for f in report.findings if f.code == "too_small"} == \
+        {f.path for f in rescanned.findings if f.code == "too_small"}
+    assert len([f for f in report.findings if f.code == "too_small"]) > 1
 
 
 def test_run_history_reads_only_the_end_of_long_event_files(tmp_path):

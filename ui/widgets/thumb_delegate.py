@@ -1,4 +1,5 @@
-"""Paints one dataset grid cell: thumbnail, name, issue badge, and the excluded state."""
+"""Paints one dataset grid cell: thumbnail, name, issue badge, kohya folder and repeats, and the
+excluded state."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from PySide6.QtGui import QColor, QFont, QPainter, QPalette, QPen
 from PySide6.QtWidgets import QStyle, QStyledItemDelegate
 
 from ui import theme
-from ui.dataset_model import BrokenRole, ExcludedRole, IssuesRole
+from ui.dataset_model import BrokenRole, ExcludedRole, GroupRole, IssuesRole
 
 CELL = QSize(168, 184)
 PICTURE = 150  # px, the square the thumbnail is fitted into
@@ -55,6 +56,9 @@ class ThumbDelegate(QStyledItemDelegate):
         if excluded:
             self._ribbon(painter, box, "EXCLUDED")
 
+        group = index.data(GroupRole)
+        if group:  # "10_style · ×10": which kohya folder, and how often it trains per epoch
+            self._chip(painter, box, group)
         issues = [i for i in index.data(IssuesRole) or [] if i.severity != "info"]
         if issues:
             fatal = any(i.fatal for i in issues)
@@ -82,6 +86,20 @@ class ThumbDelegate(QStyledItemDelegate):
         painter.setFont(font)
         painter.drawText(QRectF(centre.x() - radius, centre.y() - radius, 2 * radius, 2 * radius),
                          Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
+
+    @staticmethod
+    def _chip(painter: QPainter, box: QRect, text: str) -> None:
+        painter.save()
+        metrics = painter.fontMetrics()
+        text = metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, box.width() - 40)
+        chip = QRect(box.left() + 2, box.top() + 2, metrics.horizontalAdvance(text) + 10,
+                     metrics.height() + 4)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(QColor(30, 30, 30, 210))
+        painter.drawRoundedRect(QRectF(chip), 4, 4)
+        painter.setPen(QColor("white"))
+        painter.drawText(chip, Qt.AlignmentFlag.AlignCenter, text)
         painter.restore()
 
     @staticmethod

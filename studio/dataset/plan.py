@@ -7,7 +7,7 @@ import math
 import random
 from collections import Counter
 
-from studio import buckets
+from studio.dataset import buckets
 from studio.config import TrainConfig
 
 
@@ -58,3 +58,19 @@ def steps(sizes: list[tuple[int, int]], repeats: list[int], cfg: TrainConfig,
     per_rank = max(1, batches_per_epoch(sizes, repeats, cfg.batch_size) // world)
     per_epoch = max(1, math.ceil(per_rank / cfg.gradient_accumulation_steps))
     return per_epoch, cfg.max_steps or cfg.epochs * per_epoch
+
+
+def split(items: list, cfg: TrainConfig) -> tuple[list, list]:
+    """(training items, held-out validation items) of a dataset's Items, chosen by the seed."""
+    held = held_out(cfg, len(items))
+    return ([it for i, it in enumerate(items) if i not in held],
+            [it for i, it in enumerate(items) if i in held])
+
+
+def item_steps(items: list, cfg: TrainConfig, world: int = 1) -> tuple[int, int]:
+    """(optimizer steps per epoch, total steps) for a dataset's Items (scan order), as the
+    worker plans them: minus the held-out images, each image its folder's repeats, batches
+    within one aspect bucket. The Train tab, `check` and the trainer all come here."""
+    train, _ = split(items, cfg)
+    return steps(bucket_sizes([it.size for it in train], cfg), [it.repeats for it in train],
+                 cfg, world)
