@@ -338,14 +338,14 @@ def test_training_stops_the_preview_first_and_pauses_the_tab(qtbot, gen, fake_wo
 def test_the_catalog_and_the_worker_agree_on_samplers_and_files(tmp_path):
     import ast
 
-    from studio import lora_catalog
+    from studio import lora_catalog, protocol
     from studio.project import Project
     from uihelpers import ROOT
 
     tree = ast.parse((ROOT / "training" / "generate.py").read_text())
     samplers = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
                     and getattr(node.targets[0], "id", "") == "SAMPLERS")
-    assert tuple(k.value for k in samplers.keys) == lora_catalog.SAMPLERS
+    assert tuple(k.value for k in samplers.keys) == protocol.SAMPLERS == lora_catalog.SAMPLERS
     make_run(tmp_path, "20260101-000000", checkpoints=(100, 200, 1000))
     (tmp_path / "runs" / "20260101-000001").mkdir()  # a failed run: no LoRA, not listed
     (tmp_path / "runs" / "20260101-000001" / "config.toml").write_text("")
@@ -369,5 +369,5 @@ def test_generation_defaults_follow_the_projects_sample_settings(qtbot, tmp_path
     form = GenerationForm()
     qtbot.addWidget(form)
     form.set_defaults(cfg.resolution, cfg.sample_steps, cfg.sample_cfg_scale)
-    args = form.request_args(seed=1)
-    assert (args["steps"], args["cfg_scale"], args["width"]) == (25, 2.5, 64)
+    req = form.request(seed=1)
+    assert (req.steps, req.cfg_scale, req.width) == (25, 2.5, 64)
