@@ -3,7 +3,9 @@
 Same command line as the real worker (`train PROJECT --control-stdin [--run-dir DIR] [--set k=v]`);
 behaviour from environment variables so a test can pick it per WorkerProcess:
 
-    FAKE_WORKER_MODE    ok (default) | error | oom | crash | hang | noisy | warn
+    FAKE_WORKER_MODE    ok (default) | error | oom | crash | hang | noisy | warn | drift
+                        (drift: one progress line with a renamed field, as an older worker
+                        would write it)
     FAKE_WORKER_STEPS   progress steps (default 20)
     FAKE_WORKER_DELAY   seconds between steps (default 0.02)
     FAKE_WORKER_RECORD  file that gets every stdin line received, and "EOF" when stdin closes
@@ -295,6 +297,9 @@ def main() -> int:
         time.sleep(0.2)
         sys.stdout.write(line[17:] + "\n")
         sys.stdout.flush()
+    if mode == "drift":  # hand-written on purpose: what the dataclasses can no longer produce
+        print(json.dumps({"event": "progress", "stp": 1, "total": steps, "epoch": 1, "loss": 0.5,
+                          "lr": 1e-3, "eta_s": None}), flush=True)
     samples = run / "samples"
     step = 0
     for step in range(1, steps + 1):
