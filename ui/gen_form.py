@@ -16,12 +16,13 @@ from studio.protocol import SAMPLERS, GenerateRequest, limits
 SEED_MAX = 2**31 - 1  # QSpinBox holds a C int; the worker takes seeds up to 2**32 - 1
 COUNT_MAX = 16  # a screenful; the worker would take more
 
+DICE = "⚄"  # U+2684, in DejaVu Sans
+
 
 def _range(name: str) -> tuple:
     """The worker's limits for a GenerateRequest field (the one rule both sides use)."""
     meta = limits(GenerateRequest, name)
     return meta["minimum"], meta["maximum"]
-DICE = "⚄"  # U+2684, in DejaVu Sans
 
 
 class PromptEdit(QPlainTextEdit):
@@ -155,12 +156,13 @@ class GenerationForm(QWidget):
     def request(self, seed: int, **changes) -> GenerateRequest:
         """The generate request this form describes; `changes` add the adapters, output folder
         or another count. Raises protocol.ProtocolError for what the worker would refuse."""
-        return GenerateRequest(**{**dict(
-            prompt=self.prompt.toPlainText().strip(),
-            negative_prompt=self.negative.toPlainText().strip(), seed=seed,
-            steps=self.steps.value(), cfg_scale=round(self.cfg.value(), 2),
-            width=self.width_box.value() // 8 * 8, height=self.height_box.value() // 8 * 8,
-            sampler=self.sampler.currentText(), count=self.count.value()), **changes})
+        fields = dict(prompt=self.prompt.toPlainText().strip(),
+                      negative_prompt=self.negative.toPlainText().strip(), seed=seed,
+                      steps=self.steps.value(), cfg_scale=round(self.cfg.value(), 2),
+                      width=self.width_box.value() // 8 * 8,
+                      height=self.height_box.value() // 8 * 8,
+                      sampler=self.sampler.currentText(), count=self.count.value())
+        return GenerateRequest(**{**fields, **changes})
 
     def insert_trigger(self, word: str) -> bool:
         """Put the trigger word at the start of the prompt; False when it is already there."""
