@@ -13,10 +13,9 @@ from pathlib import Path
 
 from studio import config
 from studio.project import Project, RunDir
+from studio.protocol import SAMPLERS  # noqa: F401 - the names are the protocol's (re-exported)
 from studio.safetensors_header import read_header
 
-# The worker's samplers (training/generate.py SAMPLERS; a test keeps the two in step).
-SAMPLERS = ("Euler", "Euler a", "DPM++ 2M", "DDIM", "UniPC")
 STRENGTH_MIN, STRENGTH_MAX, STRENGTH_STEP = -1.0, 2.0, 0.05
 _STEP = re.compile(r"-step(\d+)$")
 

@@ -3,13 +3,17 @@
 Same command line as the real worker (`train PROJECT --control-stdin [--run-dir DIR] [--set k=v]`);
 behaviour from environment variables so a test can pick it per WorkerProcess:
 
-    FAKE_WORKER_MODE    ok (default) | error | oom | crash | hang | noisy | warn
+    FAKE_WORKER_MODE    ok (default) | error | oom | crash | hang | noisy | warn | drift
+                        (drift: one progress line with a renamed field, as an older worker
+                        would write it)
     FAKE_WORKER_STEPS   progress steps (default 20)
     FAKE_WORKER_DELAY   seconds between steps (default 0.02)
     FAKE_WORKER_RECORD  file that gets every stdin line received, and "EOF" when stdin closes
 
 It starts in milliseconds (no torch), honours the `stop` command like the real worker (saves and
 exits 0 with `done.stopped = true`), and in `hang` mode ignores it so the kill backstop is needed.
+Every event it writes is built from the studio/protocol.py dataclasses and every command it reads
+is parsed into them, like the real worker, so renaming a protocol field breaks the GUI tests.
 
 `serve --project DIR` plays the generation worker (training/serve.py): `load` → `ready`;
 `generate` → `gen_progress` per step, a PNG with an A1111 `parameters` chunk per image (its colour
@@ -31,12 +35,17 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from studio import protocol  # noqa: E402 (the line above puts the repo on the path)
+from studio.protocol import (Done, Error, GenDone, GenProgress, Hello, ImageReady,  # noqa: E402
+                             Phase, Progress, Ready, Sample, Status, Validation, WarningEvent)
+
 stop = threading.Event()
 record_file: list[Path] = []  # the run's events.jsonl, once the run folder is known
 
 
-def emit(event: str, **fields) -> None:
-    line = json.dumps({"event": event, **fields})
+def emit(event: protocol.Event) -> None:
+    line = event.to_json()
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
     for path in record_file:
@@ -73,8 +82,11 @@ def read_stdin(record: str | None) -> None:
         if record:
             with open(record, "a", encoding="utf-8") as fh:
                 fh.write(line)
-        if '"stop"' in line:
-            stop.set()
+        try:
+            if isinstance(protocol.parse_request(line), protocol.StopRequest):
+                stop.set()
+        except protocol.ProtocolError as exc:  # the real worker would not understand it either
+            print(f"fake worker: refused a command: {exc}", file=sys.stderr, flush=True)
     if record:
         with open(record, "a", encoding="utf-8") as fh:
             fh.write("EOF\n")
@@ -108,7 +120,6 @@ def save_png(image, text: str, path: Path) -> Path:
 def serve(project: Path) -> int:
     import queue
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from studio import grid, infotext
 
     mode = os.environ.get("FAKE_SERVE_MODE", "ok")
@@ -122,111 +133,115 @@ def serve(project: Path) -> int:
             if record:
                 with open(record, "a", encoding="utf-8") as fh:
                     fh.write(line)
-            cmd = json.loads(line)
-            if cmd.get("cmd") == "cancel":
+            if not line.strip():
+                continue
+            try:  # the same parsing as training/serve.py: a bad command is queued as its error
+                cmd = protocol.parse_request(line)
+            except protocol.ProtocolError as exc:
+                commands.put(exc)
+                continue
+            if isinstance(cmd, protocol.CancelRequest):
                 cancel.set()
             else:
                 commands.put(cmd)
         if record:
             with open(record, "a", encoding="utf-8") as fh:
                 fh.write("EOF\n")
-        commands.put({"cmd": "quit"})
+        commands.put(protocol.QuitRequest())
 
-    def render(req: dict, index: int, count: int, seed: int, adapters) -> object:
-        for step in range(1, req.get("steps", 20) + 1):
+    def render(req: protocol.ImageSettings, index: int, count: int, seed: int, adapters):
+        for step in range(1, req.steps + 1):
             time.sleep(delay)
-            emit("gen_progress", id=req.get("id", ""), image=index, count=count, step=step,
-                 total=req.get("steps", 20))
+            emit(GenProgress(id=req.id, image=index, count=count, step=step, total=req.steps))
             if cancel.is_set():
                 return None
-        return fake_image(req.get("width", 512), req.get("height", 512), seed, adapters)
+        return fake_image(req.width, req.height, seed, adapters)
 
     threading.Thread(target=reader, daemon=True).start()
-    emit("hello", protocol=1, pid=os.getpid(), command="serve")
+    emit(Hello(pid=os.getpid(), command="serve"))
     loaded, loads = "", 0
     while True:
         cmd = commands.get()
-        name = cmd.pop("cmd")
+        if isinstance(cmd, protocol.ProtocolError):
+            emit(Error(message=str(cmd), field=cmd.field, hint="(fake worker) bad command"))
+            continue
+        name = cmd.cmd
         if name == "quit":
             return 0
-        if name == "load":
+        if isinstance(cmd, protocol.LoadRequest):
             if mode == "badload":
-                emit("error", message=f"load: Base model not found: {cmd['base_model']}",
-                     hint="Check the path in the Base model setting.", field="load")
+                emit(Error(message=f"load: Base model not found: {cmd.base_model}",
+                           hint="Check the path in the Base model setting.", field="load"))
                 continue
-            if cmd["base_model"] != loaded:
-                loaded, loads = cmd["base_model"], loads + 1
-            emit("ready", base_model=loaded, seconds=0.01, base_loads=loads)
+            if cmd.base_model != loaded:
+                loaded, loads = cmd.base_model, loads + 1
+            emit(Ready(base_model=loaded, seconds=0.01, base_loads=loads))
             continue
         if not loaded:
-            emit("error", message=f"{name}: no base model loaded", field=name)
+            emit(Error(message=f"{name}: no base model loaded", field=name))
             continue
         cancel.clear()
-        started, req_id = time.monotonic(), cmd.get("id", "")
-        if name == "generate":
+        started, req_id = time.monotonic(), getattr(cmd, "id", "")
+        if isinstance(cmd, protocol.GenerateRequest):
             if mode == "crash":
                 print("RuntimeError: CUDA error: an illegal memory access", file=sys.stderr,
                       flush=True)
                 os._exit(134)
-            out_dir = Path(cmd.get("out_dir") or project / "generated")
+            out_dir = Path(cmd.out_dir or project / "generated")
             paths = []
-            for index in range(cmd.get("count", 1)):
-                seed = cmd.get("seed", 0) + index
-                image = render(cmd, index, cmd.get("count", 1), seed, cmd.get("adapters"))
+            for index in range(cmd.count):
+                seed = cmd.seed + index
+                image = render(cmd, index, cmd.count, seed, cmd.adapters)
                 if image is None:
                     break
                 params = infotext.Parameters(
-                    prompt=cmd.get("prompt", ""), negative_prompt=cmd.get("negative_prompt", ""),
-                    steps=cmd.get("steps", 20), sampler=cmd.get("sampler", "Euler"),
-                    cfg_scale=cmd.get("cfg_scale", 7.0), seed=seed, width=image.width,
+                    prompt=cmd.prompt, negative_prompt=cmd.negative_prompt, steps=cmd.steps,
+                    sampler=cmd.sampler, cfg_scale=cmd.cfg_scale, seed=seed, width=image.width,
                     height=image.height, model=Path(loaded).name,
-                    loras=tuple((Path(p).stem, float(w)) for p, w in cmd.get("adapters") or []
-                                if float(w) != 0))
+                    loras=tuple((Path(p).stem, w) for p, w in cmd.adapters or [] if w != 0))
                 text = infotext.format(params)
                 path = save_png(image, text, out_dir / f"fake-{req_id}-{seed}-{index}.png")
                 paths.append(str(path))
-                emit("image", id=req_id, index=index, seed=seed, path=str(path),
-                     parameters=text)
-            emit("gen_done", id=req_id, paths=paths, cancelled=cancel.is_set(),
-                 seconds=round(time.monotonic() - started, 3))
-        elif name == "grid":
-            rows, strengths = cmd["checkpoints"], [float(s) for s in cmd["strengths"]]
+                emit(ImageReady(id=req_id, index=index, seed=seed, path=str(path),
+                                parameters=text))
+            emit(GenDone(id=req_id, paths=paths, cancelled=cancel.is_set(),
+                         seconds=round(time.monotonic() - started, 3)))
+        elif isinstance(cmd, protocol.GridRequest):
+            rows, strengths = cmd.checkpoints, cmd.strengths
             cells = []
             for r, ckpt in enumerate(rows):
                 cells.append([])
                 for c, strength in enumerate(strengths):
                     image = render(cmd, r * len(strengths) + c, len(rows) * len(strengths),
-                                   cmd.get("seed", 0), [[ckpt, strength * (1 + r)]])
+                                   cmd.seed, [[ckpt, strength * (1 + r)]])
                     if image is None:
                         break
                     cells[-1].append(image)
                 if cancel.is_set():
                     break
             if cancel.is_set():
-                emit("gen_done", id=req_id, paths=[], cancelled=True, seconds=0.0)
+                emit(GenDone(id=req_id, paths=[], cancelled=True, seconds=0.0))
                 continue
             image = grid.compose(cells, [Path(p).stem for p in rows],
                                  [f"strength {s:g}" for s in strengths],
-                                 title=f"{cmd.get('prompt', '')}  (seed {cmd.get('seed', 0)}, "
-                                       f"{cmd.get('steps', 20)} steps)")
-            text = f"{cmd.get('prompt', '')}\nLoRA grid: " + ", ".join(Path(p).name for p in rows)
-            save_png(image, text, Path(cmd["out"]))
-            emit("image", id=req_id, index=0, seed=cmd.get("seed", 0), path=cmd["out"],
-                 parameters=text)
-            emit("gen_done", id=req_id, paths=[cmd["out"]], cancelled=False, seconds=0.1)
-        elif name == "merge":
-            emit("status", phase="saving", text=f"Merging into {cmd['out']}")
-            out = Path(cmd["out"])
-            if cmd.get("format") == "diffusers":
+                                 title=f"{cmd.prompt}  (seed {cmd.seed}, {cmd.steps} steps)")
+            text = f"{cmd.prompt}\nLoRA grid: " + ", ".join(Path(p).name for p in rows)
+            save_png(image, text, Path(cmd.out))
+            emit(ImageReady(id=req_id, index=0, seed=cmd.seed, path=cmd.out, parameters=text))
+            emit(GenDone(id=req_id, paths=[cmd.out], cancelled=False, seconds=0.1))
+        elif isinstance(cmd, protocol.MergeRequest):
+            emit(Status(Phase.SAVING, f"Merging into {cmd.out}"))
+            out = Path(cmd.out)
+            if cmd.format == "diffusers":
                 (out / "unet").mkdir(parents=True, exist_ok=True)
-                (out / "model_index.json").write_text(json.dumps(cmd))
+                (out / "model_index.json").write_text(cmd.to_json())
             else:
                 out.parent.mkdir(parents=True, exist_ok=True)
-                header = json.dumps({"__metadata__": {"merged": json.dumps(cmd)}}).encode()
+                header = json.dumps({"__metadata__": {"merged": cmd.to_json()}}).encode()
                 out.write_bytes(len(header).to_bytes(8, "little") + header)
-            emit("gen_done", id=req_id, paths=[str(out)], cancelled=False, seconds=0.01)
-        else:
-            emit("error", message=f"unknown command {name!r}", field=name)
+            emit(GenDone(id=req_id, paths=[str(out)], cancelled=False, seconds=0.01))
+        else:  # as training/serve.py answers a command that is not its own
+            emit(Error(message=f"{name}: not a command of the generation worker", field=name))
 
 
 def main() -> int:
@@ -251,38 +266,40 @@ def main() -> int:
         threading.Thread(target=read_stdin, args=(os.environ.get("FAKE_WORKER_RECORD"),),
                          daemon=True).start()
     run = args.resume or args.run_dir or args.project / "runs" / "fake"
-    emit("hello", protocol=1, pid=os.getpid(), command="train")
+    emit(Hello(pid=os.getpid(), command="train"))
 
     if mode == "error":
-        emit("error", message="resolution: must be a multiple of 8, not 500",
-             hint="Fix the settings named above.", field="resolution")
+        emit(Error(message="resolution: must be a multiple of 8, not 500",
+                   hint="Fix the settings named above.", field="resolution"))
         return 2
     if mode == "oom":
-        emit("error", message="The GPU ran out of memory at step 3.",
-             hint="Use a batch size of 1 and turn on gradient checkpointing.",
-             field="batch_size", fix={"batch_size": 1, "gradient_checkpointing": True})
+        emit(Error(message="The GPU ran out of memory at step 3.",
+                   hint="Use a batch size of 1 and turn on gradient checkpointing.",
+                   field="batch_size", fix={"batch_size": 1, "gradient_checkpointing": True}))
         return 1
     run.mkdir(parents=True, exist_ok=True)  # like the worker: only once the run is accepted
     (run / "config.toml").write_text("output_name = \"fake-style\"\n")
     record_file.append(run / "events.jsonl")
-    emit("status", phase="loading_model", text=("Resuming " if args.resume else "") +
-         f"Run folder {run}", details={"run_dir": str(run)})
-    emit("status", phase="caching", text="Encoded 3/6", details={"done": 3, "total": 6})
-    emit("status", phase="training", text="Training 15,360 LoRA parameters",
-         details={"trainable_params": 15360, "unet_params": 990000, "steps": steps})
+    emit(Status(Phase.LOADING_MODEL, ("Resuming " if args.resume else "") + f"Run folder {run}",
+                {"run_dir": str(run)}))
+    emit(Status(Phase.CACHING, "Encoded 3/6", {"done": 3, "total": 6}))
+    emit(Status(Phase.TRAINING, "Training 15,360 LoRA parameters",
+                {"trainable_params": 15360, "unet_params": 990000, "steps": steps}))
     print("INFO training on the CPU with 1 CPU thread(s)", file=sys.stderr, flush=True)
     if mode == "warn":
-        emit("warning", message="Training is much slower than expected.",
-             hint="Close other programs that use the GPU.")
+        emit(WarningEvent(message="Training is much slower than expected.",
+                          hint="Close other programs that use the GPU."))
     if mode == "noisy":
         print("a stray print on stdout", flush=True)
-        line = json.dumps({"event": "progress", "step": 1, "total": steps, "epoch": 1,
-                           "loss": 0.5, "lr": 1e-3, "eta_s": 3.0})
+        line = Progress(step=1, total=steps, epoch=1, loss=0.5, lr=1e-3, eta_s=3.0).to_json()
         sys.stdout.write(line[:17])  # a JSON line split across two reads
         sys.stdout.flush()
         time.sleep(0.2)
         sys.stdout.write(line[17:] + "\n")
         sys.stdout.flush()
+    if mode == "drift":  # hand-written on purpose: what the dataclasses can no longer produce
+        print(json.dumps({"event": "progress", "stp": 1, "total": steps, "epoch": 1, "loss": 0.5,
+                          "lr": 1e-3, "eta_s": None}), flush=True)
     samples = run / "samples"
     step = 0
     for step in range(1, steps + 1):
@@ -290,13 +307,14 @@ def main() -> int:
             step -= 1
             break
         loss = 1.0 / (1 + 0.1 * step) + 0.05 * ((step * 7919) % 13) / 13
-        emit("progress", step=step, total=steps, epoch=1 + step // 10, loss=loss, lr=1e-3,
-             eta_s=(steps - step) * delay if step > 1 else None)
+        emit(Progress(step=step, total=steps, epoch=1 + step // 10, loss=loss, lr=1e-3,
+                      eta_s=(steps - step) * delay if step > 1 else None))
         time.sleep(delay)
         if step % max(1, steps // 3) == 0:  # "end of an epoch": validation loss and samples
-            emit("validation", step=step, epoch=step // max(1, steps // 3), loss=loss * 1.1)
-            emit("sample", step=step, epoch=step // max(1, steps // 3),
-                 paths=write_samples(samples, step), prompts=["zxq, a fox", "a fox"])
+            epoch = step // max(1, steps // 3)
+            emit(Validation(step=step, epoch=epoch, loss=loss * 1.1))
+            emit(Sample(step=step, epoch=epoch, paths=write_samples(samples, step),
+                        prompts=["zxq, a fox", "a fox"]))
         if mode == "crash" and step == steps // 2:
             sys.stderr.write("Traceback (most recent call last):\n  File \"train.py\", line 1\n"
                              "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate "
@@ -306,7 +324,7 @@ def main() -> int:
         if mode == "hang" and step == 3:
             while True:  # a worker stuck in a library call: never reads stdin again
                 time.sleep(0.1)
-    emit("status", phase="saving", text="Saving the LoRA", details={})
+    emit(Status(Phase.SAVING, "Saving the LoRA"))
     if stop.is_set() and step < steps:  # a resume point, as the engine writes on stop
         point = run / "resume" / f"step-{step:06d}"
         point.mkdir(parents=True, exist_ok=True)
@@ -315,8 +333,8 @@ def main() -> int:
     meta = json.dumps({"__metadata__": {"modelspec.trigger_phrase": "inkwash",
                                         "ss_steps": str(step)}}).encode()
     adapter.write_bytes(len(meta).to_bytes(8, "little") + meta)  # a header-only safetensors
-    emit("done", path=str(adapter), stopped=stop.is_set() and step < steps, step=step,
-         files=[str(adapter)])
+    emit(Done(path=str(adapter), stopped=stop.is_set() and step < steps, step=step,
+              files=[str(adapter)]))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The generation worker (`python -m training serve`) through its JSON-lines protocol."""
+"""The generation worker (`python -m training serve`) through its JSON-lines protocol: requests
+built from the studio/protocol.py dataclasses, as the Generate tab builds them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from PIL import Image
 
 from conftest import ROOT, worker_env
 from studio import grid, infotext
+from studio.protocol import (CancelRequest, GenerateRequest, GridRequest, LoadRequest,
+                             MergeRequest, Request)
 
 pytestmark = pytest.mark.slow
 
@@ -25,8 +28,10 @@ class Serve:
             stderr=subprocess.DEVNULL, text=True)
         assert self.next()["event"] == "hello"
 
-    def send(self, cmd: str, **args) -> None:
-        self.proc.stdin.write(json.dumps({"cmd": cmd, **args}) + "\n")
+    def send(self, request: Request | dict) -> None:
+        """A typed request, or a raw dict (for what the dataclasses would refuse to build)."""
+        line = request.to_json() if isinstance(request, Request) else json.dumps(request)
+        self.proc.stdin.write(line + "\n")
         self.proc.stdin.flush()
 
     def next(self) -> dict:
@@ -50,7 +55,7 @@ class Serve:
 @pytest.fixture
 def serve(tmp_path, tiny_model):
     worker = Serve(tmp_path)
-    worker.send("load", base_model=str(tiny_model))
+    worker.send(LoadRequest(base_model=str(tiny_model)))
     assert worker.until("ready")[-1]["base_loads"] == 1
     yield worker
     assert worker.close() == 0
@@ -66,7 +71,7 @@ REQ = dict(prompt="zxq, a red circle", seed=3, steps=4, width=64, height=64, cfg
 def test_strength_zero_is_the_base_image_and_swaps_never_reload(serve, tiny_model, lora_files,
                                                                 tmp_path):
     def one(adapters, tag):
-        serve.send("generate", **REQ, adapters=adapters, out_dir=str(tmp_path / tag), id=tag)
+        serve.send(GenerateRequest(**REQ, adapters=adapters, out_dir=str(tmp_path / tag), id=tag))
         events = serve.until("gen_done")
         assert [e["step"] for e in events if e["event"] == "gen_progress"] == [1, 2, 3, 4]
         return events[-1]["paths"][0]
@@ -80,7 +85,7 @@ def test_strength_zero_is_the_base_image_and_swaps_never_reload(serve, tiny_mode
     assert np.abs(pixels(base) - pixels(full)).max() > 10  # the LoRA visibly acts
     assert not np.array_equal(pixels(full), pixels(half))
     assert np.array_equal(pixels(base), pixels(back))
-    serve.send("load", base_model=str(tiny_model))  # same base again: no reload
+    serve.send(LoadRequest(base_model=str(tiny_model)))  # same base again: no reload
     assert serve.until("ready")[-1]["base_loads"] == 1
 
     text = Image.open(full).text["parameters"]
@@ -93,36 +98,49 @@ def test_strength_zero_is_the_base_image_and_swaps_never_reload(serve, tiny_mode
 
 
 def test_cancel_stops_between_steps(serve, tmp_path):
-    serve.send("generate", **{**REQ, "steps": 500}, out_dir=str(tmp_path), id="long")
+    serve.send(GenerateRequest(**{**REQ, "steps": 150}, count=4, out_dir=str(tmp_path), id="long"))
     first = serve.next()
     assert first["event"] == "gen_progress"
-    serve.send("cancel")
+    serve.send(CancelRequest())
     done = serve.until("gen_done")[-1]
     assert done["cancelled"] is True and done["paths"] == []
-    serve.send("generate", **REQ, out_dir=str(tmp_path), id="after")  # still serving
+    serve.send(GenerateRequest(**REQ, out_dir=str(tmp_path), id="after"))  # still serving
     assert serve.until("gen_done")[-1]["cancelled"] is False
 
 
-def test_bad_commands_get_an_error_and_the_worker_keeps_serving(serve, tmp_path):
-    serve.send("generate", **REQ, sampler="Nope", out_dir=str(tmp_path))
-    error = serve.next()
-    assert error["event"] == "error" and "Unknown sampler" in error["message"]
+def test_bad_commands_get_an_error_naming_the_field_and_the_worker_keeps_serving(serve,
+                                                                                  tmp_path):
+    def error_for(command: dict) -> dict:
+        serve.send(command)
+        error = serve.next()
+        assert error["event"] == "error", error
+        return error
+
+    generate = {"cmd": "generate", **REQ, "out_dir": str(tmp_path)}
+    error = error_for({**generate, "sampler": "Nope"})
+    assert error["field"] == "sampler" and "one of Euler" in error["message"]
+    error = error_for({"cmd": "load"})
+    assert (error["field"], error["message"]) == ("base_model", "load: base_model is missing")
+    error = error_for({**generate, "width": 0})  # not silently the default size
+    assert error["field"] == "width" and "between 32 and 2048, not 0" in error["message"]
+    error = error_for({**generate, "steps": "4"})
+    assert error["field"] == "steps" and "whole number" in error["message"]
+    assert error_for({**generate, "widht": 64})["field"] == "widht"
     pickled = tmp_path / "style.bin"
     pickled.write_bytes(b"\x80\x04junk")
-    serve.send("generate", **REQ, adapters=[[str(pickled), 1.0]], out_dir=str(tmp_path))
-    assert "only .safetensors" in serve.next()["message"]
-    serve.send("teleport")
-    assert "unknown command" in serve.next()["message"]
-    serve.send("generate", **REQ, out_dir=str(tmp_path), sampler="DPM++ 2M")
+    assert "only .safetensors" in error_for({**generate, "adapters": [[str(pickled), 1.0]]})[
+        "message"]
+    assert "unknown command" in error_for({"cmd": "teleport"})["message"]
+    serve.send(GenerateRequest(**REQ, out_dir=str(tmp_path), sampler="DPM++ 2M"))
     assert serve.until("gen_done")[-1]["paths"]
 
 
 def test_grid_rows_are_checkpoints_and_columns_strengths(serve, lora_files, tmp_path):
-    serve.send("generate", **REQ, adapters=[], out_dir=str(tmp_path / "base"))
+    serve.send(GenerateRequest(**REQ, adapters=[], out_dir=str(tmp_path / "base")))
     base = pixels(serve.until("gen_done")[-1]["paths"][0])
     out = tmp_path / "grid.png"
-    serve.send("grid", **REQ, checkpoints=[str(p) for p in lora_files],
-               strengths=[0, 0.5, 1], out=str(out), id="g")
+    serve.send(GridRequest(**REQ, checkpoints=[str(p) for p in lora_files],
+                           strengths=[0, 0.5, 1], out=str(out), id="g"))
     events = serve.until("gen_done")
     assert {e["count"] for e in events if e["event"] == "gen_progress"} == {6}
     image = Image.open(out)
@@ -153,11 +171,21 @@ def test_one_shot_cli(tiny_model, lora_files, tmp_path):
 
 def test_merge_command_bakes_the_lora_in(serve, lora_files, tmp_path):
     out = tmp_path / "merged.safetensors"
-    serve.send("merge", adapters=[[str(lora_files[0]), 0.7]], out=str(out), precision="fp32",
-               id="m")
+    serve.send(MergeRequest(adapters=[(str(lora_files[0]), 0.7)], out=str(out), precision="fp32",
+                            id="m"))
     done = serve.until("gen_done")[-1]
     assert done["paths"] == [str(out)] and out.stat().st_size > 1_000_000
     from studio.safetensors_header import read_header
     tensors, meta = read_header(out)
     assert any(k.startswith("model.diffusion_model.") for k in tensors)
     assert meta["modelspec.architecture"] == "stable-diffusion-v1"
+
+
+def test_the_protocol_names_what_the_worker_can_do():
+    """Sampler, merge format and precision names the requests accept are the worker's own."""
+    from studio import protocol
+    from training import generate, merge
+
+    assert protocol.SAMPLERS == tuple(generate.SAMPLERS)
+    assert protocol.MERGE_FORMATS == merge.FORMATS
+    assert protocol.MERGE_PRECISIONS == tuple(merge.SAVE_DTYPES)

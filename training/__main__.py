@@ -235,15 +235,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     server = _generation_server(Path.cwd())
     width, _, height = args.size.lower().partition("x")
-    adapters = [[str(path.resolve()), strength] for path, strength in map(lora_spec, args.lora)]
+    adapters = [(str(path.resolve()), strength) for path, strength in map(lora_spec, args.lora)]
     try:
-        server.load({"base_model": args.model})
-        server.generate(dict(prompt=args.prompt, negative_prompt=args.negative, seed=args.seed,
-                             steps=args.steps, cfg_scale=args.cfg, width=int(width),
-                             height=int(height or width), sampler=args.sampler, count=args.count,
-                             adapters=adapters, out_dir=str(args.out.resolve())))
+        # The request is built (and checked) before the model loads: a bad size fails at once.
+        req = protocol.GenerateRequest(
+            prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, steps=args.steps,
+            cfg_scale=args.cfg, width=int(width), height=int(height or width),
+            sampler=args.sampler, count=args.count, adapters=adapters,
+            out_dir=str(args.out.resolve()))
+        server.load(protocol.LoadRequest(base_model=args.model))
+        server.generate(req)
     except Exception as exc:  # noqa: BLE001 - one clear message for the terminal
-        server.sink.emit(protocol.Error(message=str(exc), hint=getattr(exc, "hint", "")))
+        server.sink.emit(protocol.Error(message=str(exc), hint=getattr(exc, "hint", ""),
+                                        field=str(getattr(exc, "field", "") or "")))
         return 2 if isinstance(exc, (ValueError, FileNotFoundError)) else 1
     return 0
 

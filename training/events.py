@@ -101,7 +101,7 @@ def _human(event: Event) -> str:
         return ("Stopped early; saved " if event.stopped else "Done: ") + event.path
     if isinstance(event, protocol.Hello):
         return f"LoRA Studio worker started (pid {event.pid})"
-    if isinstance(event, protocol.Warning):
+    if isinstance(event, protocol.WarningEvent):
         return f"WARNING: {event.message}" + (f"\n  hint: {event.hint}" if event.hint else "")
     if isinstance(event, protocol.Validation):
         return f"Validation loss after epoch {event.epoch}: {event.loss:.4f}"

@@ -1,8 +1,9 @@
 """`python -m training serve`: the long-lived generation worker behind the Generate tab.
 
-Commands arrive as JSON lines on stdin (studio/protocol.py); a reader thread queues them, except
-`cancel`, which takes effect at once (between denoising steps). stdin closing means the GUI is
-gone: the worker exits. One bad command gets an error event; the worker keeps serving.
+Commands arrive as JSON lines on stdin and are parsed into the requests of studio/protocol.py; a
+reader thread queues them, except `cancel`, which takes effect at once (between denoising steps).
+stdin closing means the GUI is gone: the worker exits. A malformed or failing command gets an
+error event that names the field; the worker keeps serving.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import time
 from pathlib import Path
 
 from studio import grid, protocol
-from studio.protocol import GenDone, GenerateRequest, GenProgress, ImageReady, Ready
+from studio.protocol import (CancelRequest, GenDone, GenerateRequest, GenProgress, GridRequest,
+                             ImageReady, LoadRequest, MergeRequest, ProtocolError, QuitRequest,
+                             Ready, Request)
 from training.events import EventSink
 from training.generate import Cancelled, Generator, save_png
 
 log = logging.getLogger("training")
+BAD_COMMAND_HINT = ("The worker did not understand the command; the window and the worker may be "
+                    "from different versions. See the worker log for details.")
 
 
 class Server:
@@ -29,21 +34,27 @@ class Server:
         self.project_root = project_root
         self.generator: Generator | None = None
         self.cancel = threading.Event()
-        self.commands: queue.Queue[dict] = queue.Queue()
+        # Requests in arrival order; a line that failed to parse queues its ProtocolError, so
+        # its error event comes after the job before it, never in the middle of that job.
+        self.commands: queue.Queue[Request | ProtocolError] = queue.Queue()
         self.base_loads = 0
 
     # --- stdin -----------------------------------------------------------------------------
     def read_stdin(self) -> None:
         for line in sys.stdin:
-            cmd = protocol.parse_command(line)
-            if cmd is None:
-                log.warning("ignored a line that is not a command: %r", line[:200])
-            elif cmd["cmd"] == "cancel":
+            if not line.strip():
+                continue
+            try:
+                request = protocol.parse_request(line)
+            except ProtocolError as exc:
+                self.commands.put(exc)
+                continue
+            if isinstance(request, CancelRequest):
                 self.cancel.set()
-            elif cmd["cmd"] == "quit":
+            elif isinstance(request, QuitRequest):
                 break
             else:
-                self.commands.put(cmd)
+                self.commands.put(request)
         # quit or stdin closed: act now, even mid-load or mid-image (a preview worker holds no
         # state worth saving, and its PNGs are written atomically), so the GUI never waits.
         self.cancel.set()
@@ -53,28 +64,37 @@ class Server:
         """Serve until stdin says quit or closes (read_stdin then ends the process)."""
         threading.Thread(target=self.read_stdin, name="stdin-commands", daemon=True).start()
         while True:
-            cmd = self.commands.get()
-            name = cmd.get("cmd")
-            handler = {"load": self.load, "generate": self.generate, "grid": self.grid,
-                       "merge": self.merge}.get(name)
-            try:
-                if handler is None:
-                    raise ValueError(f"unknown command {name!r}")
-                handler(cmd)
-            except Exception as exc:  # noqa: BLE001 - report and keep serving
-                log.exception("command %s failed", name)
-                self.sink.emit(protocol.Error(message=f"{name}: {exc}", field=str(name),
-                                              hint=getattr(exc, "hint", "") or
-                                              "See the worker log for details."))
+            self.handle(self.commands.get())
+
+    def handle(self, request: Request | ProtocolError) -> None:
+        """Run one request; any failure becomes an error event (the worker keeps serving)."""
+        if isinstance(request, ProtocolError):
+            log.warning("refused a command: %s", request)
+            self.sink.emit(protocol.Error(message=str(request), field=request.field,
+                                          hint=BAD_COMMAND_HINT))
+            return
+        handler = {LoadRequest: self.load, GenerateRequest: self.generate,
+                   GridRequest: self.grid, MergeRequest: self.merge}.get(type(request))
+        try:
+            if handler is None:
+                raise ValueError("not a command of the generation worker")
+            handler(request)
+        except Exception as exc:  # noqa: BLE001 - report and keep serving
+            log.exception("command %s failed", request.cmd)
+            self.sink.emit(protocol.Error(message=f"{request.cmd}: {exc}",
+                                          field=str(getattr(exc, "field", "") or request.cmd),
+                                          hint=getattr(exc, "hint", "") or
+                                          "See the worker log for details."))
 
     # --- commands --------------------------------------------------------------------------
-    def load(self, cmd: dict) -> None:
-        base = cmd["base_model"]
-        if self.generator is None or self.generator.base_model != base:
+    def load(self, req: LoadRequest) -> None:
+        if self.generator is None or self.generator.base_model != req.base_model:
             self.generator = None  # free the old pipeline before loading the next
-            self.generator = Generator.load(base, Path(cmd.get("project") or self.project_root))
+            self.generator = Generator.load(req.base_model,
+                                            Path(req.project or self.project_root))
             self.base_loads += 1
-        self.sink.emit(Ready(base_model=base, seconds=round(self.generator.load_seconds, 3),
+        self.sink.emit(Ready(base_model=req.base_model,
+                             seconds=round(self.generator.load_seconds, 3),
                              base_loads=self.base_loads))
 
     def _need_generator(self) -> Generator:
@@ -82,9 +102,8 @@ class Server:
             raise ValueError("no base model loaded: send a load command first")
         return self.generator
 
-    def generate(self, cmd: dict) -> None:
+    def generate(self, req: GenerateRequest) -> None:
         gen = self._need_generator()
-        req = GenerateRequest.from_command(cmd)
         out_dir = Path(req.out_dir or self.project_root / "generated")
         self.cancel.clear()
         started, paths = time.monotonic(), []
@@ -104,25 +123,24 @@ class Server:
         self.sink.emit(GenDone(id=req.id, paths=paths, cancelled=self.cancel.is_set(),
                                seconds=round(time.monotonic() - started, 3)))
 
-    def merge(self, cmd: dict) -> None:
-        """Bake LoRAs into a full model: {adapters: [[path, strength]], out, format, precision}."""
+    def merge(self, req: MergeRequest) -> None:
+        """Bake LoRAs into a full model (a .safetensors file or a diffusers folder)."""
         from training.merge import merge
 
         gen = self._need_generator()
         started = time.monotonic()
-        self.sink.emit(protocol.Status("saving", f"Merging into {cmd['out']}"))
-        out = merge(gen, [(Path(p), float(w)) for p, w in cmd["adapters"]], Path(cmd["out"]),
-                    cmd.get("format", "safetensors"), cmd.get("precision", "fp16"))
-        self.sink.emit(GenDone(id=cmd.get("id", ""), paths=[str(out)],
+        self.sink.emit(protocol.Status(protocol.Phase.SAVING, f"Merging into {req.out}"))
+        out = merge(gen, [(Path(p), w) for p, w in req.adapters], Path(req.out), req.format,
+                    req.precision)
+        self.sink.emit(GenDone(id=req.id, paths=[str(out)],
                                seconds=round(time.monotonic() - started, 3)))
 
-    def grid(self, cmd: dict) -> None:
+    def grid(self, request: GridRequest) -> None:
         """Rows: LoRA files (checkpoints/epochs); columns: strengths; one labelled PNG."""
         gen = self._need_generator()
-        checkpoints = [Path(p) for p in cmd.pop("checkpoints")]
-        strengths = [float(s) for s in cmd.pop("strengths", grid.DEFAULT_STRENGTHS)]
-        out = Path(cmd.pop("out"))
-        req = GenerateRequest.from_command({**cmd, "count": 1, "adapters": None})
+        checkpoints = [Path(p) for p in request.checkpoints]
+        strengths, out = request.strengths, Path(request.out)
+        req = request.as_request(GenerateRequest, count=1, adapters=None)  # each cell
         self.cancel.clear()
         started, cells, total = time.monotonic(), [], len(checkpoints) * len(strengths)
         try:

@@ -213,8 +213,9 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
         if not bool(finite):
             optimizer.zero_grad(set_to_none=True)
             loss_sum, loss_n, bad_steps = 0.0, 0, bad_steps + 1
-            sink.emit(protocol.Warning(message=f"Step {step + 1}: the loss is not finite; the "
-                                               f"step was skipped.", hint=TrainingDiverged.hint))
+            sink.emit(protocol.WarningEvent(
+                message=f"Step {step + 1}: the loss is not finite; the step was skipped.",
+                hint=TrainingDiverged.hint))
             if bad_steps >= MAX_BAD_STEPS:  # the weights are still those of the last good step
                 resume_point(accelerator, run, (plain_unet, plain_text, optimizer, lr_schedule),
                              rng_position(gen, rng, step, epoch, queue), cfg, manifest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 
-from studio.protocol import Warning
+from studio.protocol import WarningEvent
 
 BASELINE_STEPS = 20  # steps after warm-up that define "normal" speed
 WINDOW = 10
@@ -20,8 +20,8 @@ class StepWatchdog:
         self.baseline: float | None = None
         self.warned = False
 
-    def observe(self, seconds: float) -> Warning | None:
-        """Record one step's duration; a Warning the first time steps run SLOWDOWN× slower."""
+    def observe(self, seconds: float) -> WarningEvent | None:
+        """Record one step's duration; a warning the first time steps run SLOWDOWN× slower."""
         if not self.enabled or self.warned:
             return None
         self.times.append(seconds)
@@ -33,7 +33,7 @@ class StepWatchdog:
         recent = statistics.median(self.times[-WINDOW:])
         if n >= self.warmup + BASELINE_STEPS + WINDOW and recent > SLOWDOWN * self.baseline:
             self.warned = True
-            return Warning(
+            return WarningEvent(
                 message=f"Training slowed down from {self.baseline:.2f} s to {recent:.2f} s per "
                         f"step.",
                 hint="The GPU is probably out of memory and spilling into system RAM. Lower the "

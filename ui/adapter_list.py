@@ -272,6 +272,6 @@ class AdapterList(QWidget):
         return [(row.path(), row.value(), row.path().stem) for row in self.rows
                 if row.is_enabled() and row.path() is not None]
 
-    def adapters(self) -> list[list]:
-        """The generate command's `adapters`: [[path, strength], …]."""
-        return [[str(path), strength] for path, strength, _ in self.active()]
+    def adapters(self) -> list[tuple[str, float]]:
+        """GenerateRequest.adapters: [(path, strength), …] of the enabled LoRAs."""
+        return [(str(path), strength) for path, strength, _ in self.active()]

@@ -11,10 +11,18 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QWidget)
 
 from studio import infotext
-from studio.lora_catalog import SAMPLERS
+from studio.protocol import SAMPLERS, GenerateRequest, limits
 
-SEED_MAX = 2**31 - 1
+SEED_MAX = 2**31 - 1  # QSpinBox holds a C int; the worker takes seeds up to 2**32 - 1
+COUNT_MAX = 16  # a screenful; the worker would take more
+
 DICE = "⚄"  # U+2684, in DejaVu Sans
+
+
+def _range(name: str) -> tuple:
+    """The worker's limits for a GenerateRequest field (the one rule both sides use)."""
+    meta = limits(GenerateRequest, name)
+    return meta["minimum"], meta["maximum"]
 
 
 class PromptEdit(QPlainTextEdit):
@@ -73,11 +81,11 @@ class GenerationForm(QWidget):
         seed_row.addWidget(self.lock)
 
         self.steps = QSpinBox()
-        self.steps.setRange(1, 150)
+        self.steps.setRange(*_range("steps"))
         self.steps.setValue(20)
         self.steps.setToolTip("Denoising steps: 20–30 is usual; fewer is faster and rougher.")
         self.cfg = QDoubleSpinBox()
-        self.cfg.setRange(1.0, 30.0)
+        self.cfg.setRange(*_range("cfg_scale"))
         self.cfg.setSingleStep(0.5)
         self.cfg.setDecimals(1)
         self.cfg.setValue(7.0)
@@ -85,7 +93,7 @@ class GenerationForm(QWidget):
                             "usual).")
         self.width_box, self.height_box = QSpinBox(), QSpinBox()
         for box, what in ((self.width_box, "Width"), (self.height_box, "Height")):
-            box.setRange(64, 2048)
+            box.setRange(*_range(what.lower()))
             box.setSingleStep(64)
             box.setValue(512)
             box.setSuffix(" px")
@@ -102,7 +110,7 @@ class GenerationForm(QWidget):
         self.sampler.setToolTip("The sampler (scheduler). Euler and DPM++ 2M are good defaults; "
                                 "“Euler a” gives more varied images.")
         self.count = QSpinBox()
-        self.count.setRange(1, 16)
+        self.count.setRange(1, COUNT_MAX)
         self.count.setToolTip("How many images (seeds seed, seed+1, …).")
 
         numbers = QFormLayout()
@@ -145,14 +153,16 @@ class GenerationForm(QWidget):
         self.steps.setValue(steps)
         self.cfg.setValue(cfg_scale)
 
-    def request_args(self, seed: int) -> dict:
-        """The generate command's arguments from this form (adapters and ids are added later)."""
-        return dict(prompt=self.prompt.toPlainText().strip(),
-                    negative_prompt=self.negative.toPlainText().strip(), seed=seed,
-                    steps=self.steps.value(), cfg_scale=round(self.cfg.value(), 2),
-                    width=self.width_box.value() // 8 * 8,
-                    height=self.height_box.value() // 8 * 8,
-                    sampler=self.sampler.currentText(), count=self.count.value())
+    def request(self, seed: int, **changes) -> GenerateRequest:
+        """The generate request this form describes; `changes` add the adapters, output folder
+        or another count. Raises protocol.ProtocolError for what the worker would refuse."""
+        fields = dict(prompt=self.prompt.toPlainText().strip(),
+                      negative_prompt=self.negative.toPlainText().strip(), seed=seed,
+                      steps=self.steps.value(), cfg_scale=round(self.cfg.value(), 2),
+                      width=self.width_box.value() // 8 * 8,
+                      height=self.height_box.value() // 8 * 8,
+                      sampler=self.sampler.currentText(), count=self.count.value())
+        return GenerateRequest(**{**fields, **changes})
 
     def insert_trigger(self, word: str) -> bool:
         """Put the trigger word at the start of the prompt; False when it is already there."""

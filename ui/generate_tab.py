@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -14,6 +15,7 @@ from PySide6.QtWidgets import QPushButton, QScrollArea, QSplitter, QVBoxLayout, 
 
 from studio import lora_catalog
 from studio.lora_catalog import RunLoras
+from studio.protocol import GridRequest, MergeRequest, ProtocolError
 from ui.adapter_list import AdapterList
 from ui.gen_form import GenerationForm
 from ui.gen_panel import OutputPanel
@@ -166,13 +168,23 @@ class GenerateTab(QWidget):
         self._update_buttons()
         return True
 
+    def _submit(self, build: Callable[[], list[Job]]) -> bool:
+        """Build the jobs' requests and start them; a request the worker would refuse is shown
+        as an error here instead of being sent."""
+        try:
+            jobs = build()
+        except ProtocolError as exc:
+            self.output.show_error(str(exc), "Change the setting it names and try again.")
+            return False
+        return self._start(jobs)
+
     def generate(self) -> bool:
-        args = self.form.request_args(self.form.seed_for_run())
-        args.update(adapters=self.adapters.adapters(), out_dir=str(self.out_dir))
+        def jobs() -> list[Job]:
+            req = self.form.request(self.form.seed_for_run(), adapters=self.adapters.adapters(),
+                                    out_dir=str(self.out_dir))
+            return [Job(req, "Generating", req.count * req.steps, "image")]
         self.views.setCurrentWidget(self.result)
-        count = args["count"]
-        return self._start([Job("generate", args, "Generating", count * args["steps"],
-                                "image")])
+        return self._submit(jobs)
 
     def compare_with_without(self) -> bool:
         active = self.adapters.active()
@@ -180,29 +192,30 @@ class GenerateTab(QWidget):
             self.status_message.emit("Enable a LoRA first: with / without compares it against "
                                      "the base model.")
             return False
-        args = self.form.request_args(self.form.seed_for_run())
-        args.update(count=1, out_dir=str(self.out_dir))
-        label = ", ".join(f"{name} {strength:g}" for _, strength, name in active)
+
+        def jobs() -> list[Job]:
+            req = self.form.request(self.form.seed_for_run(), count=1, out_dir=str(self.out_dir))
+            label = ", ".join(f"{name} {strength:g}" for _, strength, name in active)
+            self.compare.begin(label, req.seed)
+            return [Job(replace(req, adapters=self.adapters.adapters()), "With LoRA", req.steps,
+                        "with"),
+                    Job(replace(req, adapters=[]), "Without LoRA", req.steps, "without")]
         self.views.setCurrentWidget(self.compare)
-        self.compare.begin(label, args["seed"])
-        return self._start([
-            Job("generate", {**args, "adapters": self.adapters.adapters()}, "With LoRA",
-                args["steps"], "with"),
-            Job("generate", {**args, "adapters": []}, "Without LoRA", args["steps"],
-                "without")])
+        return self._submit(jobs)
 
     def make_grid(self, run: RunLoras, strengths: list[float]) -> bool:
-        args = self.form.request_args(self.form.seed_for_run())
-        args.pop("count")
-        rows = [str(f.path) for f in run.checkpoints_oldest_first()]
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        args.update(checkpoints=rows, strengths=strengths,
-                    out=str(self.out_dir / "grids" / f"grid-{run.name}-{stamp}.png"))
+        def jobs() -> list[Job]:
+            rows = run.checkpoints_oldest_first()
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            req = self.form.request(self.form.seed_for_run()).as_request(
+                GridRequest, checkpoints=[str(f.path) for f in rows], strengths=strengths,
+                out=str(self.out_dir / "grids" / f"grid-{run.name}-{stamp}.png"))
+            job = Job(req, "Grid", len(rows) * len(strengths) * req.steps, "grid")
+            job.labels = ([f.label for f in rows], [f"strength {s:g}" for s in strengths],
+                          (req.width, req.height))
+            return [job]
         self.views.setCurrentWidget(self.grid)
-        job = Job("grid", args, "Grid", len(rows) * len(strengths) * args["steps"], "grid")
-        job.labels = ([f.label for f in run.checkpoints_oldest_first()],
-                      [f"strength {s:g}" for s in strengths], (args["width"], args["height"]))
-        return self._start([job])
+        return self._submit(jobs)
 
     def open_merge(self) -> None:
         active = self.adapters.active()
@@ -214,8 +227,12 @@ class GenerateTab(QWidget):
         dialog.open()
 
     def merge(self, args: dict) -> bool:
-        Path(args["out"]).parent.mkdir(parents=True, exist_ok=True)
-        return self._start([Job("merge", args, "Merging", 0, "merge")])
+        """Bake the LoRAs in: `args` are the merge dialog's answers (a MergeRequest's fields)."""
+        def jobs() -> list[Job]:
+            req = MergeRequest(**args)
+            Path(req.out).parent.mkdir(parents=True, exist_ok=True)
+            return [Job(req, "Merging", 0, "merge")]
+        return self._submit(jobs)
 
     def cancel(self) -> None:
         self.preview.cancel()

@@ -9,6 +9,7 @@ stdin closed, killed after a grace period) before training starts: one GPU worke
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import deque
 from collections.abc import Callable
@@ -26,14 +27,23 @@ _ids = itertools.count(1)
 
 @dataclass
 class Job:
-    kind: str  # "generate" | "grid" | "merge" (the command sent)
-    args: dict
+    """One request for the worker and what the tab does with its events."""
+    request: protocol.Request  # GenerateRequest | GridRequest | MergeRequest (its id set here)
     label: str = ""  # what the progress bar says it is doing
     units: int = 1  # progress units: images × steps
     role: str = ""  # what the tab does with the result ("image", "with", "without", "grid", …)
     id: str = field(default_factory=lambda: f"job{next(_ids)}")
     images: list = field(default_factory=list)  # ImageReady events received
     labels: tuple = ()  # a grid's (row labels, column labels, cell size), for showing it
+
+    def __post_init__(self) -> None:
+        if hasattr(self.request, "id"):  # the job's events carry its id
+            self.request = dataclasses.replace(self.request, id=self.id)
+
+    @property
+    def kind(self) -> str:
+        """The command sent: "generate", "grid" or "merge"."""
+        return self.request.cmd
 
 
 class PreviewWorker(QObject):
@@ -58,6 +68,7 @@ class PreviewWorker(QObject):
         self.current: Job | None = None
         self.state = "stopped"
         self.loads = 0  # `load` commands sent (tests count base-model loads)
+        self.load_request: protocol.LoadRequest | None = None  # the last one sent
 
     # --- what the tab calls ----------------------------------------------------------------
     def configure(self, project: Path | None, base_model: str) -> None:
@@ -82,7 +93,7 @@ class PreviewWorker(QObject):
         had_queue = bool(self.queue)
         self.queue.clear()
         if self.current is not None and self.is_running():
-            self.worker.send("cancel")
+            self.worker.send(protocol.CancelRequest())
         elif had_queue:  # waiting for the base model: the load goes on, the jobs are dropped
             self.idle.emit()
 
@@ -94,7 +105,7 @@ class PreviewWorker(QObject):
             return True
         if self.state != "stopping":
             self._set_state("stopping")
-            self.worker.stop(("cancel", "quit"))
+            self.worker.stop((protocol.CancelRequest(), protocol.QuitRequest()))
         return False
 
     def shutdown(self, wait_ms: int = 3000) -> None:
@@ -138,11 +149,13 @@ class PreviewWorker(QObject):
         if self.loaded_base != self.base_model:
             self._set_state("loading")
             self.loads += 1
-            self.worker.send("load", base_model=self.base_model, project=str(self.project))
+            self.load_request = protocol.LoadRequest(base_model=self.base_model,
+                                                     project=str(self.project))
+            self.worker.send(self.load_request)
             return
         job = self.current = self.queue.popleft()
         self._set_state("busy")
-        self.worker.send(job.kind, **job.args, id=job.id)
+        self.worker.send(job.request)
 
     def _on_event(self, worker: WorkerProcess, event) -> None:
         if worker is not self.worker:
@@ -156,7 +169,7 @@ class PreviewWorker(QObject):
         elif isinstance(event, protocol.Error):
             if self.state == "loading":  # the load failed: the jobs waiting for it too
                 self._settle()
-                self._fail(self.queue[0] if self.queue else Job("load", {}),
+                self._fail(self.queue[0] if self.queue else Job(self.load_request),
                            event.message, event.hint)
             elif job is not None:
                 self._settle()

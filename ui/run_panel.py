@@ -12,12 +12,15 @@ from PySide6.QtWidgets import (QCheckBox, QFrame, QHBoxLayout, QLabel, QPlainTex
 
 from studio import config, crash_hints, protocol
 from studio.estimate import human_count, human_duration
+from studio.protocol import Phase
 from ui import theme
 from ui.widgets.loss_plot import LossPlot
 from ui.widgets.sample_strip import SampleStrip
 
-PHASE_TEXT = {"loading_model": "Loading the base model…", "caching": "Preparing the images…",
-              "training": "Training", "saving": "Saving the LoRA…"}
+# One heading per protocol phase (a test checks that every phase has one).
+PHASE_TEXT = {Phase.LOADING_MODEL: "Loading the base model…",
+              Phase.CACHING: "Preparing the images…", Phase.TRAINING: "Training",
+              Phase.SAMPLING: "Rendering samples…", Phase.SAVING: "Saving the LoRA…"}
 LOG_LINES = 5000
 
 
@@ -159,7 +162,7 @@ class RunPanel(QWidget):
         elif isinstance(event, protocol.Validation):
             self.plot.add_validation(event.step, event.loss)
             self.on_log(f"Validation loss at epoch {event.epoch}: {event.loss:.4f}")
-        elif isinstance(event, protocol.Warning):
+        elif isinstance(event, protocol.WarningEvent):
             text = event.message + (f" {event.hint}" if event.hint else "")
             self.warning.setText("⚠ " + text)
             self.warning.show()
@@ -172,7 +175,7 @@ class RunPanel(QWidget):
                                                      else ""))
 
     def _on_status(self, event: protocol.Status) -> None:
-        self.phase.setText(PHASE_TEXT.get(event.phase, event.phase))
+        self.phase.setText(PHASE_TEXT[event.phase])
         self.on_log(f"[{event.phase}] {event.text}")
         details = event.details or {}
         if "run_dir" in details:
@@ -202,7 +205,7 @@ class RunPanel(QWidget):
             self.progress.setRange(0, max(p.total, 1))
             self.progress.setFormat("%p%")
         self.progress.setValue(p.step)
-        self.phase.setText(PHASE_TEXT["training"])
+        self.phase.setText(PHASE_TEXT[Phase.TRAINING])
         self.plot.add(p.step, p.loss, p.total)
         eta = "estimating…" if p.eta_s is None else human_duration(p.eta_s)
         self.detail.setText(f"Step {p.step:,} / {p.total:,} · epoch {p.epoch} · loss "

@@ -92,19 +92,19 @@ class WorkerProcess(QObject):
     def pid(self) -> int:
         return int(self._proc.processId())
 
-    def send(self, name: str, **args) -> None:
+    def send(self, request: protocol.Request) -> None:
         """One command line to the worker (written once the process has started)."""
         if self.is_running() and not self.stop_requested:
-            self._proc.write((protocol.command(name, **args) + "\n").encode())
+            self._proc.write((request.to_json() + "\n").encode())
 
-    def stop(self, commands: tuple[str, ...] = ("stop",)) -> None:
+    def stop(self, requests: tuple[protocol.Request, ...] = (protocol.StopRequest(),)) -> None:
         """Ask the worker to stop after its current step and save; kill it if it hasn't exited
-        after `grace_ms`. The generation worker is asked with `("cancel", "quit")`."""
+        after `grace_ms`. The generation worker is asked with cancel and quit."""
         if not self.is_running() or self.stop_requested:
             return
         self.stop_requested = True
-        for name in commands:
-            self._proc.write((protocol.command(name) + "\n").encode())
+        for request in requests:
+            self._proc.write((request.to_json() + "\n").encode())
         # Closing stdin is the worker's other stop signal, and the only one a worker that has
         # not started its stdin reader yet (still importing) will see.
         self._proc.closeWriteChannel()
@@ -131,7 +131,13 @@ class WorkerProcess(QObject):
     def _handle_stdout_line(self, line: str) -> None:
         if not line.strip():
             return
-        event = protocol.parse_event(line)
+        try:
+            event = protocol.parse_event(line)
+        except protocol.ProtocolError as exc:
+            # An event that does not fit its dataclass (a worker of another version, or a
+            # bug): say so rather than guess defaults for what is missing.
+            self.log_received.emit(f"Protocol error: {exc}: {line}")
+            return
         if event is None:
             self.log_received.emit(line)  # a stray print must never break the GUI
         else:

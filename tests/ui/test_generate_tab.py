@@ -11,7 +11,7 @@ from PIL import Image
 from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QFileDialog
 
-from studio import infotext
+from studio import infotext, protocol
 from ui.merge_dialog import MergeDialog
 from uifixtures import *  # noqa: F403 (pytest fixtures)
 from uihelpers import make_run, open_and_wait, write_lora
@@ -69,6 +69,10 @@ def test_generate_shows_progress_and_the_result_with_its_parameters(qtbot, gen, 
     assert request["adapters"] == [[str(final), 1.0]]
     assert (request["steps"], request["width"], request["count"]) == (6, 64, 2)
     assert Path(request["out_dir"]) == tab.session.project.root / "generated"
+    # Only typed requests crossed the boundary: every line parses back into its dataclass.
+    typed = [protocol.parse_request(line) for line in fake_worker.commands() if line != "EOF"]
+    assert [type(r) for r in typed] == [protocol.LoadRequest, protocol.GenerateRequest]
+    assert typed[1].id.startswith("job") and typed[1].prompt == "inkwash, a heron in the reeds"
 
     assert tab.history.count() == 2
     newest = tab.history.paths()[0]
@@ -86,6 +90,18 @@ def test_generate_shows_progress_and_the_result_with_its_parameters(qtbot, gen, 
     assert QGuiApplication.clipboard().text() == str(seed)
     tab.result.copy_prompt.click()
     assert QGuiApplication.clipboard().text().startswith("inkwash, a heron in the reeds")
+
+
+def test_a_request_the_worker_would_refuse_is_shown_not_sent(qtbot, gen, fake_worker):
+    tab = gen
+    tab.form.width_box.setMaximum(8192)  # were a widget ever to allow more than the worker
+    tab.form.width_box.setValue(4096)
+    assert tab.generate() is False
+    assert not tab.error.isHidden() and "width must be between" in tab.error.text()
+    assert fake_worker.sent("generate") == [] and not tab.preview.busy()
+    tab.form.width_box.setValue(64)
+    act(qtbot, tab, tab.generate_button.click)
+    assert len(fake_worker.sent("generate")) == 1
 
 
 def test_save_as_and_reuse_settings(qtbot, gen, tmp_path, monkeypatch):
@@ -338,14 +354,14 @@ def test_training_stops_the_preview_first_and_pauses_the_tab(qtbot, gen, fake_wo
 def test_the_catalog_and_the_worker_agree_on_samplers_and_files(tmp_path):
     import ast
 
-    from studio import lora_catalog
+    from studio import lora_catalog, protocol
     from studio.project import Project
     from uihelpers import ROOT
 
     tree = ast.parse((ROOT / "training" / "generate.py").read_text())
     samplers = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
                     and getattr(node.targets[0], "id", "") == "SAMPLERS")
-    assert tuple(k.value for k in samplers.keys) == lora_catalog.SAMPLERS
+    assert tuple(k.value for k in samplers.keys) == protocol.SAMPLERS == lora_catalog.SAMPLERS
     make_run(tmp_path, "20260101-000000", checkpoints=(100, 200, 1000))
     (tmp_path / "runs" / "20260101-000001").mkdir()  # a failed run: no LoRA, not listed
     (tmp_path / "runs" / "20260101-000001" / "config.toml").write_text("")
@@ -369,5 +385,5 @@ def test_generation_defaults_follow_the_projects_sample_settings(qtbot, tmp_path
     form = GenerationForm()
     qtbot.addWidget(form)
     form.set_defaults(cfg.resolution, cfg.sample_steps, cfg.sample_cfg_scale)
-    args = form.request_args(seed=1)
-    assert (args["steps"], args["cfg_scale"], args["width"]) == (25, 2.5, 64)
+    req = form.request(seed=1)
+    assert (req.steps, req.cfg_scale, req.width) == (25, 2.5, 64)

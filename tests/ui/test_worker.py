@@ -31,6 +31,24 @@ def test_events_arrive_in_order_and_stray_output_becomes_log(qtbot, fake_worker,
     assert not worker.is_running()
 
 
+def test_an_event_with_a_renamed_field_is_reported_not_defaulted(qtbot, fake_worker, tmp_path):
+    fake_worker.mode, fake_worker.steps = "drift", 3
+    worker = fake_worker()
+    events, logs = collect(worker)
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        worker.start_train(tmp_path, tmp_path / "run")
+    drifted = [line for line in logs if line.startswith("Protocol error")]
+    assert len(drifted) == 1 and "unknown field(s) 'stp'" in drifted[0]
+    # The line did not become a progress event at step 0: only the three real steps arrived.
+    assert [e.step for e in events if isinstance(e, protocol.Progress)] == [1, 2, 3]
+
+
+def test_every_phase_has_a_heading_in_the_run_panel():
+    from ui.run_panel import PHASE_TEXT
+
+    assert set(PHASE_TEXT) == set(protocol.PHASES)
+
+
 def test_stop_sends_the_command_and_the_worker_saves(qtbot, fake_worker, tmp_path):
     fake_worker.steps, fake_worker.delay = 500, 0.02
     worker = fake_worker()
