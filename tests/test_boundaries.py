@@ -25,7 +25,8 @@ def loaded_after(code: str) -> set[str]:
                                     "studio.doctor", "studio.paths", "studio.buckets",
                                     "studio.caption_augment", "studio.infotext",
                                     "studio.grid", "studio.errors", "studio.plan",
-                                    "studio.checkpoint_detect", "studio.diskspace",
+                                    "studio.base_model.detect", "studio.base_model.inspect",
+                                    "studio.base_model.configs", "studio.diskspace",
                                     "studio.units", "studio.estimate"])
 def test_studio_needs_neither_qt_nor_torch(module):
     loaded = loaded_after(f"import {module}")

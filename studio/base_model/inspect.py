@@ -1,47 +1,60 @@
-"""What a base-model setting points at, read from JSON configs and safetensors headers (no torch).
+"""One verdict for any `base_model` setting (folder, single file, Hub id in the local cache): what
+it is, its native size and layer shapes, and why training would refuse it, in the worker's words.
 
-The GUI shows the detected architecture next to the model picker and feeds the UNet's layer
-shapes to studio/estimate.py, all without loading a single weight.
+The worker locates and checks its base model with `locate` and `check_folder` /
+`detect.training_prediction` before loading; the GUI and `python -m training check` call
+`inspect`, which runs the same functions and shows their refusal text, so the Train button is
+enabled exactly for the models the worker trains. Nothing here loads a weight.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from studio import safetensors_header
+from studio.base_model import configs, detect, layers
+from studio.base_model.configs import read_json
+from studio.base_model.detect import BaseModelRefused, CheckpointRefused
+from studio.base_model.layers import Layer
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")  # the worker refuses these (training/models.py)
-SD1_TOTAL_UNET = 859_520_964  # parameters of the SD1.5 UNet (diffusers), for file-less estimates
-UNET_PREFIX = "model.diffusion_model."  # original (single-file) checkpoints' UNet key prefix
-
-
-@dataclass(frozen=True)
-class Layer:
-    """A weight a LoRA can wrap: a Linear (kernel 1) or a Conv2d, by its module name."""
-    name: str
-    n_in: int
-    n_out: int
-    kernel: int = 1  # kh * kw; LoRA's down matrix on a conv is r x (in * kh * kw)
+LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+SD1_CROSS = 768  # CLIP ViT-L width; an SD1-layout UNet with another width is a custom model
 
 
 @dataclass(frozen=True)
 class ModelInfo:
     path: Path | None
     architecture: str  # "SD 1.x", "SDXL", … or "" when unknown
-    problem: str = ""  # why training would refuse it ("" = looks usable)
-    unet_config: dict = field(default_factory=dict)
-    layers: tuple[Layer, ...] = ()  # empty when neither weights nor a config could be read
+    problem: str = ""  # why training would refuse it ("" = usable): the worker's own text
+    unet_config: dict = field(default_factory=dict, repr=False)
+    layers: tuple[Layer, ...] = field(default=(), repr=False)  # empty when neither weights nor a config could be read
     unet_params: int = 0  # 0 = unknown
     exact: bool = False  # layers/params from the weights file (exact) or the config (derived)
-    text_layers: tuple[Layer, ...] = ()  # the text encoder's Linears, from its config
+    text_layers: tuple[Layer, ...] = field(default=(), repr=False)  # every text encoder's Linears, from their configs
+    family: str = ""  # "sd1" | "sd2" | "sdxl" (detect's names), "" when unknown
+    prediction_type: str | None = None  # what training will use (after the setting's override)
+    zero_terminal_snr: bool = False
+    native_resolution: int = 0  # the size the model was trained at (px), 0 = unknown
+    single_file: bool = False
+    notes: tuple[str, ...] = ()  # what detection found worth telling (not problems)
 
     @property
     def ok(self) -> bool:
         return not self.problem
+
+    @property
+    def summary(self) -> str:
+        """"SDXL · v-prediction · zero-terminal SNR · single file", for the model picker."""
+        parts = [self.architecture or "Diffusers model"]
+        if self.prediction_type == "v_prediction":
+            parts.append("v-prediction")
+        if self.zero_terminal_snr:
+            parts.append("zero-terminal SNR")
+        if self.native_resolution:
+            parts.append(f"native {self.native_resolution} px")
+        parts.append("single file" if self.single_file else "folder")
+        return " · ".join(parts)
 
 
 def hub_snapshot(repo_id: str) -> Path | None:
@@ -57,178 +70,156 @@ def hub_snapshot(repo_id: str) -> Path | None:
     return snapshot if snapshot.is_dir() else None
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def _hub_id(value: str) -> bool:
+    return value.count("/") == 1 and not value.startswith(("/", ".", "~")) and \
+        not Path(value).is_absolute()
 
 
-def _architecture(pipeline: str, unet: dict) -> str:
-    cross = unet.get("cross_attention_dim")
-    if "XL" in pipeline or cross == 2048 or unet.get("addition_embed_type") == "text_time":
-        return "SDXL"
-    if cross == 1024:
-        return "SD 2.x"
-    if cross == 768:
-        return "SD 1.x"
-    return "SD 1.x-style (small or custom)" if unet else ""
-
-
-def _header_layers(files: list[Path], prefix: str = "") -> tuple[list[Layer], int]:
-    layers, total = [], 0
-    for file in files:
-        header, _ = safetensors_header.read_header(file)
-        for key, info in header.items():
-            if not key.startswith(prefix):
-                continue
-            shape = info.get("shape") or []
-            total += math.prod(shape)
-            if key.endswith(".weight") and len(shape) in (2, 4):
-                kernel = shape[2] * shape[3] if len(shape) == 4 else 1
-                layers.append(Layer(key[len(prefix):-len(".weight")], shape[1], shape[0], kernel))
-    return layers, total
-
-
-def _weight_files(unet_dir: Path) -> list[Path]:
-    for stem in ("diffusion_pytorch_model", "diffusion_pytorch_model.fp16"):
-        single = unet_dir / f"{stem}.safetensors"
-        if single.is_file():
-            return [single]
-        index = _read_json(unet_dir / f"{stem}.safetensors.index.json")
-        shards = sorted(set((index.get("weight_map") or {}).values()))
-        if shards and all((unet_dir / s).is_file() for s in shards):
-            return [unet_dir / s for s in shards]
-    return []
-
-
-def _per_block(value, n: int) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value] * n
-
-
-def config_layers(unet: dict) -> list[Layer]:
-    """The transformer-block Linears of a diffusers UNet2DConditionModel, from its config alone.
-
-    Mirrors diffusers' block layout: each Cross-Attn down block has `layers_per_block` attentions,
-    each up block one more, the mid block one; every attention holds
-    `transformer_layers_per_block` blocks of channel width C = that level's block_out_channels.
-    """
-    channels = list(unet.get("block_out_channels") or ())
-    if not channels:
-        return []
-    n = len(channels)
-    per_level = _per_block(unet.get("layers_per_block", 2), n)
-    depth = _per_block(unet.get("transformer_layers_per_block", 1), n)
-    up_depth = unet.get("reverse_transformer_layers_per_block") or depth[::-1]
-    cross = unet.get("cross_attention_dim") or 768
-    cross = cross[0] if isinstance(cross, (list, tuple)) else cross
-    places = []
-    for i, kind in enumerate(unet.get("down_block_types") or ()):
-        if "CrossAttn" in kind:
-            places += [(f"down_blocks.{i}.attentions.{j}", channels[i], depth[i])
-                       for j in range(per_level[i])]
-    if "CrossAttn" in (unet.get("mid_block_type") or "UNetMidBlock2DCrossAttn"):
-        places.append(("mid_block.attentions.0", channels[-1], depth[-1]))
-    up_channels, up_per_level = channels[::-1], per_level[::-1]
-    for i, kind in enumerate(unet.get("up_block_types") or ()):
-        if "CrossAttn" in kind:
-            places += [(f"up_blocks.{i}.attentions.{j}", up_channels[i], _per_block(up_depth, n)[i])
-                       for j in range(up_per_level[i] + 1)]
-    layers = []
-    for prefix, c, blocks in places:
-        # proj_in/out are 1x1 convs in SD1.x and Linears in SD2/SDXL: the same LoRA size.
-        layers += [Layer(f"{prefix}.proj_in", c, c), Layer(f"{prefix}.proj_out", c, c)]
-        for b in range(blocks):
-            p = f"{prefix}.transformer_blocks.{b}"
-            for attn, kv_in in (("attn1", c), ("attn2", cross)):
-                layers += [Layer(f"{p}.{attn}.to_q", c, c), Layer(f"{p}.{attn}.to_k", kv_in, c),
-                           Layer(f"{p}.{attn}.to_v", kv_in, c),
-                           Layer(f"{p}.{attn}.to_out.0", c, c)]
-            # GEGLU feed-forward: C -> 2 * 4C (gate and value), then 4C -> C.
-            layers += [Layer(f"{p}.ff.net.0.proj", c, 8 * c), Layer(f"{p}.ff.net.2", 4 * c, c)]
-    return layers
-
-
-def text_encoder_layers(config: dict) -> list[Layer]:
-    """The Linears of a CLIP text encoder that kohya-style text-encoder LoRAs wrap: q/k/v/out
-    projections and both MLP layers of every transformer layer."""
-    h, inner = config.get("hidden_size"), config.get("intermediate_size")
-    if not (h and inner):
-        return []
-    layers = []
-    for n in range(config.get("num_hidden_layers", 0)):
-        p = f"text_model.encoder.layers.{n}"
-        layers += [Layer(f"{p}.self_attn.{x}_proj", h, h) for x in ("q", "k", "v", "out")]
-        layers += [Layer(f"{p}.mlp.fc1", h, inner), Layer(f"{p}.mlp.fc2", inner, h)]
-    return layers
-
-
-def inspect(value: str, project_root: Path | None = None) -> ModelInfo:
-    """Describe the base model a `base_model` setting names (path or Hub id); never raises."""
+def locate(value: str, project_root: Path | None = None) -> tuple[Path, str]:
+    """(a diffusers folder or single file, its display name) for a `base_model` setting: a path
+    (relative to the project) or a Hub id already in the local cache. Raises BaseModelRefused."""
     value = value.strip()
     if not value:
-        return ModelInfo(None, "", "No base model chosen.")
+        raise BaseModelRefused("No base model chosen.", "Choose a model folder or file.")
     path = Path(value).expanduser()
-    if not path.is_absolute() and project_root is not None and (project_root / path).exists():
+    if not path.is_absolute() and project_root is not None:
         path = project_root / path
-    if not path.exists() and value.count("/") == 1 and not value.startswith(("/", ".")):
+    if path.suffix.lower() in detect.PICKLE_SUFFIXES:
+        raise BaseModelRefused(f"{path.name} is a pickle checkpoint, which can run arbitrary code "
+                               f"when loaded; LoRA Studio never opens those.", detect.CONVERT_HINT)
+    if path.is_file() or path.suffix.lower() in detect.SAFETENSORS_SUFFIXES:
+        if not path.is_file():
+            raise BaseModelRefused(f"Base model not found: {path}",
+                                   "Check the path in the Base model setting.")
+        return path, path.stem
+    if path.is_dir():
+        return path, path.name
+    if _hub_id(value):
         snapshot = hub_snapshot(value)
         if snapshot is None:
-            return ModelInfo(None, "", f"{value!r} is neither a folder on disk nor a model in "
-                                       f"the local Hugging Face cache, and training never "
-                                       f"downloads. Choose a model folder (Folder…), or "
-                                       f"download it once: huggingface-cli download {value}")
-        path = snapshot
+            raise BaseModelRefused(
+                f"{value!r} is neither a folder on disk nor a model in the local Hugging Face "
+                f"cache, and training never downloads.",
+                f"Choose a model folder (Folder…) or file (File…), or download it once: "
+                f"huggingface-cli download {value}")
+        return snapshot, value
+    raise BaseModelRefused(f"Base model not found: {path}",
+                           "Check the path in the Base model setting.")
+
+
+def check_folder(folder: Path) -> None:
+    """Refuse a folder the worker can't load, from its JSON configs and file names alone."""
+    if not (folder / "model_index.json").is_file() and not (folder / "unet").is_dir():
+        raise BaseModelRefused(f"{folder} is not a diffusers model folder (no model_index.json).",
+                               "Choose the folder that contains unet/, vae/, text_encoder/ and "
+                               "tokenizer/, or a single .safetensors checkpoint.")
+    unet = read_json(folder / "unet" / "config.json")
+    if not unet:
+        raise BaseModelRefused(f"{folder} has no readable unet/config.json.",
+                               "The folder is incomplete; download or copy it again.")
+    if not layers.weight_files(folder / "unet") and any((folder / "unet").glob("*.bin")):
+        # The worker loads with use_safetensors=True: pickled weights are never unpickled.
+        raise BaseModelRefused(f"{folder.name}'s UNet weights are pickle (.bin) files, which can "
+                               f"run arbitrary code when loaded; LoRA Studio never opens those.",
+                               detect.CONVERT_HINT)
+    encoders = [read_json(folder / sub / "config.json") for sub in ("text_encoder",
+                                                                    "text_encoder_2")]
+    if configs.family_of(unet) != "sdxl":
+        encoders = encoders[:1]
+    widths = [te.get("hidden_size") for te in encoders]
+    if all(isinstance(w, int) for w in widths) and sum(widths) != unet.get("cross_attention_dim"):
+        raise BaseModelRefused(f"This model's UNet expects text features of width "
+                               f"{unet.get('cross_attention_dim')}, its text encoders give "
+                               f"{sum(widths)}: the parts belong to different models.",
+                               "Use a complete model folder or checkpoint.")
+
+
+def refusal(exc: BaseModelRefused) -> str:
+    """The text the worker prints for this refusal (message and what to do), for the GUI."""
+    return f"{exc} {exc.hint}".strip()
+
+
+def inspect(value: str, project_root: Path | None = None,
+            prediction_type: str | None = None) -> ModelInfo:
+    """Describe the base model a `base_model` setting names; never raises. `prediction_type`
+    is the Prediction type setting (None or "auto": what the model says)."""
+    override = None if prediction_type in (None, "auto") else str(prediction_type)
+    try:
+        path, _ = locate(value, project_root)
+    except BaseModelRefused as exc:
+        return ModelInfo(None, "", refusal(exc))
     if path.is_file():
-        return _inspect_file(path)
-    if not path.is_dir():
-        return ModelInfo(path, "", f"Not found: {path}")
-    return _inspect_folder(path)
+        return _inspect_file(path, override)
+    return _inspect_folder(path, override)
 
 
-def _inspect_folder(path: Path) -> ModelInfo:
-    index = _read_json(path / "model_index.json")
-    unet = _read_json(path / "unet" / "config.json")
-    if not index and not unet:
-        return ModelInfo(path, "", "Not a diffusers model folder (no model_index.json): choose "
-                                   "the folder that contains unet/, vae/ and text_encoder/.")
-    arch = _architecture(str(index.get("_class_name", "")), unet)
-    problem = ""
-    if arch == "SDXL":
-        problem = ("SDXL models are not supported by the training engine yet: choose an SD 1.x "
-                   "model.")
-    text = _read_json(path / "text_encoder" / "config.json")
-    if not problem and text and unet and text.get("hidden_size") != unet.get("cross_attention_dim"):
-        problem = "This model's UNet and text encoder do not match: choose an SD 1.x model."
-    files = _weight_files(path / "unet")
+def _inspect_folder(path: Path, override: str | None) -> ModelInfo:
+    unet = read_json(path / "unet" / "config.json")
+    family = configs.family_of(unet) if unet else ""
+    label = LABELS.get(family, "")
+    if family == "sd1" and unet.get("cross_attention_dim") != SD1_CROSS:
+        label = "SD 1.x-style (small or custom)"
     try:
-        layers, total = _header_layers(files) if files else ([], 0)
+        check_folder(path)
+        problem = ""
+    except BaseModelRefused as exc:
+        problem = refusal(exc)
+    files = layers.weight_files(path / "unet")
+    try:
+        found, total = layers.header_layers(files) if files else ([], 0)
     except (OSError, ValueError):
-        layers, total = [], 0
-    exact = bool(layers)
-    if not layers:
-        layers = config_layers(unet)
-        total = SD1_TOTAL_UNET if arch == "SD 1.x" else 0
-    return ModelInfo(path, arch, problem, unet, tuple(layers), total, exact,
-                     tuple(text_encoder_layers(text)))
+        found, total = [], 0
+    exact = bool(found)
+    if not found:
+        found = layers.config_layers(unet)
+        total = layers.SD1_TOTAL_UNET if label == "SD 1.x" else 0
+    scheduler = read_json(path / "scheduler" / "scheduler_config.json")
+    return ModelInfo(path, label, problem, unet, tuple(found), total, exact,
+                     tuple(layers.folder_text_layers(path)), family,
+                     override or scheduler.get("prediction_type", "epsilon"),
+                     bool(scheduler.get("rescale_betas_zero_snr")),
+                     configs.native_resolution(path))
 
 
-def _inspect_file(path: Path) -> ModelInfo:
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        return ModelInfo(path, "", "Pickle checkpoints can run arbitrary code when loaded and are "
-                                   "never opened: use a .safetensors file or a diffusers folder.")
-    if path.suffix.lower() != ".safetensors":
-        return ModelInfo(path, "", "Not a model file: choose a .safetensors checkpoint or a "
-                                   "diffusers model folder.")
+def _inspect_file(path: Path, override: str | None) -> ModelInfo:
     try:
-        layers, total = _header_layers([path], UNET_PREFIX)
-        header, _ = safetensors_header.read_header(path)
-    except (OSError, ValueError) as exc:
-        return ModelInfo(path, "", f"Cannot read this file: {exc}")
-    arch = "SDXL" if any(k.startswith("conditioner.embedders.1") for k in header) else \
-        "SD 2.x" if any(k.startswith("cond_stage_model.model.") for k in header) else \
-        "SD 1.x" if total else ""
-    return ModelInfo(path, arch, "Single-file checkpoints are not supported by the training "
-                                 "engine yet: use the model's diffusers folder.",
-                     {}, tuple(layers), total, bool(layers))
+        found = detect.detect(path)
+    except CheckpointRefused as exc:
+        return ModelInfo(path, "", refusal(exc), single_file=True)
+    label = LABELS[found.architecture]
+    problem, prediction = "", override or found.prediction_type
+    try:
+        prediction = detect.training_prediction(path, found, override)
+    except CheckpointRefused as exc:
+        problem = refusal(exc)
+    folder = configs.config_folder(found.architecture, prediction)
+    try:
+        unet_layers, total = layers.header_layers([path], detect.UNET)
+    except (OSError, ValueError):  # detect read this header a moment ago
+        unet_layers, total = [], 0
+    return ModelInfo(path, label, problem, read_json(folder / "unet" / "config.json"),
+                     tuple(unet_layers), total, bool(unet_layers),
+                     tuple(layers.folder_text_layers(folder)), found.architecture, prediction,
+                     found.zero_terminal_snr, configs.native_resolution(folder), True,
+                     tuple(found.notes))
+
+
+def resolution_warning(info: ModelInfo, resolution: int) -> str:
+    """Why `resolution` is a poor choice for this model ("" when it is near the native size).
+
+    Far = under half or over 2.25x the native pixel count: SDXL at 768 or SD1.5 at 768 pass,
+    SDXL at 512 or SD1.5 at 1024 do not. Shown by the Train tab and `check`, never enforced.
+    """
+    native = info.native_resolution
+    if not native or not info.ok or not resolution:
+        return ""
+    area = (resolution / native) ** 2
+    if 0.5 <= area <= 2.25:
+        return ""
+    name = info.architecture or "this model"
+    effect = ("it draws poorly at sizes well below that, so the LoRA learns a blurry, off version "
+              "of the style" if area < 1 else
+              "training takes much longer and the model tends to repeat or distort subjects at "
+              "sizes well above that")
+    return (f"Resolution {resolution} px is far from {name}'s native {native} px: {effect}. "
+            f"Use {native} px unless you know why.")
