@@ -133,7 +133,7 @@ class TrainSettings(QScrollArea):
     # --- session -> forms -----------------------------------------------------------------
     def _on_project(self, project) -> None:
         root = project.root if project else None
-        self.model.set_prediction_type(self.session.config.prediction_type.value)
+        self.model.set_prediction_type(str(self.session.config.prediction_type))
         self.model.set_value(self.session.config.base_model, root)
         self._native = self.model.info.native_resolution
         self._mark_suggested_preset()
@@ -145,7 +145,7 @@ class TrainSettings(QScrollArea):
         self._updating = True
         self.basic.set_config(cfg)
         self.advanced.set_config(cfg)
-        self.model.set_prediction_type(cfg.prediction_type.value)
+        self.model.set_prediction_type(str(cfg.prediction_type))
         if self.model.value() != cfg.base_model:
             self.model.set_value(cfg.base_model, self.session.project.root
                                  if self.session.project else None)
