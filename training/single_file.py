@@ -3,9 +3,9 @@
 diffusers' `from_single_file` fetches configs and tokenizers from the Hub unless it gets
 `config=<local folder>` (`local_files_only=True` alone is overridden: lora-formats.md §8.1-8.2),
 so each load goes: detect the file from its header (studio.base_model.detect) -> pick the shipped
-config folder in assets/configs (studio.base_model.configs) -> assemble a cached folder with those configs, the generated CLIP
-BPE files (training.clip_bpe) and the chosen prediction type / zero-SNR in the scheduler config ->
-`from_single_file(..., config=folder, local_files_only=True)` with the Hub switched off -> check
+config folder in assets/configs (studio.base_model.configs) -> assemble a cached folder with
+those configs, the generated CLIP BPE files (training.clip_bpe) and the chosen prediction type /
+zero-SNR in the scheduler config -> `from_single_file(..., config=folder, local_files_only=True)` with the Hub switched off -> check
 every tokenizer and that no weight was left unloaded. Issue 6.
 """
 
@@ -223,9 +223,9 @@ def load(path: str | Path, *, prediction_type: str | None = None,
         if module is not None:
             module.requires_grad_(False)
             module.eval()
-    return LoadedCheckpoint(found, found.architecture, configs.VERSIONS[found.architecture], prediction,
-                            zero_snr, folder, pipe.tokenizer, pipe.text_encoder, pipe.vae,
-                            pipe.unet, scheduler, getattr(pipe, "tokenizer_2", None),
+    return LoadedCheckpoint(found, found.architecture, configs.VERSIONS[found.architecture],
+                            prediction, zero_snr, folder, pipe.tokenizer, pipe.text_encoder,
+                            pipe.vae, pipe.unet, scheduler, getattr(pipe, "tokenizer_2", None),
                             getattr(pipe, "text_encoder_2", None))
 
 

@@ -1,8 +1,8 @@
-"""Build tiny, random Stable Diffusion models offline: SD1.x/SDXL folders, SD1/SD2/SDXL single files.
+"""Build tiny, random Stable Diffusion models offline: SD1.x/SDXL folders, SD1/SD2/SDXL files.
 
-For tests and the demo. Same classes and folder layout as real SD1.5/SDXL, so it loads through the same code path as any base
-model; sizes from ../shared/reference/machine-notes.md §2 (≈1 M UNet params, 5 MB on disk,
-byte-identical across builds for one seed).
+For tests and the demo. Same classes and layouts as the real models, so they load through the
+same code path as any base model; sizes from ../shared/reference/machine-notes.md §2 (≈1 M UNet
+params, 5 MB on disk, byte-identical across builds for one seed).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The base model (the Stable Diffusion model a LoRA is trained on): one verdict for the GUI and the worker.
+"""The base model (the Stable Diffusion model a LoRA trains on): one verdict for GUI and worker.
 
 `detect` reads a single-file checkpoint's header, `inspect` describes any `base_model` setting
 (folder, single file, Hub id in the local cache) and says why training would refuse it,

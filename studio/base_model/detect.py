@@ -1,4 +1,4 @@
-"""What a single-file Stable Diffusion checkpoint is, and whether it trains, from its header (no torch).
+"""What a single-file Stable Diffusion checkpoint is, and whether it trains, from its header.
 
 Architecture (SD1 / SD2 / SDXL base), prediction type, zero-terminal-SNR, bundled VAE, fp8, and
 every layout training can't use (pickles, inpainting, refiner, EDM, UNet-only, LoRAs…), decided

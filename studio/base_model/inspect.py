@@ -28,10 +28,12 @@ class ModelInfo:
     architecture: str  # "SD 1.x", "SDXL", … or "" when unknown
     problem: str = ""  # why training would refuse it ("" = usable): the worker's own text
     unet_config: dict = field(default_factory=dict, repr=False)
-    layers: tuple[Layer, ...] = field(default=(), repr=False)  # empty when neither weights nor a config could be read
+    # Empty when neither weights nor a config could be read.
+    layers: tuple[Layer, ...] = field(default=(), repr=False)
     unet_params: int = 0  # 0 = unknown
     exact: bool = False  # layers/params from the weights file (exact) or the config (derived)
-    text_layers: tuple[Layer, ...] = field(default=(), repr=False)  # every text encoder's Linears, from their configs
+    # Every text encoder's Linears, from their configs.
+    text_layers: tuple[Layer, ...] = field(default=(), repr=False)
     family: str = ""  # "sd1" | "sd2" | "sdxl" (detect's names), "" when unknown
     prediction_type: str | None = None  # what training will use (after the setting's override)
     zero_terminal_snr: bool = False

@@ -43,7 +43,7 @@ def header_layers(files: list[Path], prefix: str = "") -> tuple[list[Layer], int
 
 
 def weight_files(unet_dir: Path) -> list[Path]:
-    """The UNet's .safetensors weights in a diffusers folder (one file or all shards); [] if none."""
+    """The UNet's .safetensors weights in a diffusers folder (one file or all shards), or []."""
     for stem in ("diffusion_pytorch_model", "diffusion_pytorch_model.fp16"):
         single = unet_dir / f"{stem}.safetensors"
         if single.is_file():

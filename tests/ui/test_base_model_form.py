@@ -69,3 +69,20 @@ def test_the_worker_refusal_is_what_the_window_shows(qtbot, window, clean_art, s
     # 512 stays (the model was refused when chosen); 768-v's size is offered instead.
     assert window.session.config.resolution == 512
     assert not settings.resolution_hint.isHidden() and "768 px" in settings.resolution_hint.text()
+
+
+def test_bake_in_offers_the_formats_the_merge_writes(qtbot, tmp_path):
+    """SDXL and SD1 bake into one file (or a folder); SD2 only into a folder."""
+    from ui.merge_dialog import MergeDialog
+
+    lora = [(tmp_path / "style.safetensors", 0.8, "style")]
+    xl = write(tmp_path / "xl.safetensors", SDXL)
+    dialog = MergeDialog(str(xl), lora, tmp_path / "merged")
+    qtbot.addWidget(dialog)
+    assert dialog.format() == "safetensors" and dialog.out.text().endswith(".safetensors")
+    assert all(b.isEnabled() for b in dialog.format_group.buttons())
+    sd2 = write(tmp_path / "sd2.safetensors", SD2)
+    dialog = MergeDialog(str(sd2), lora, tmp_path / "merged")
+    qtbot.addWidget(dialog)
+    assert dialog.format() == "diffusers" and not dialog.out.text().endswith(".safetensors")
+    assert dialog.command_args()["format"] == "diffusers"
