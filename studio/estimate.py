@@ -1,17 +1,18 @@
 """Numbers shown before training: LoRA size, steps, rough GPU memory (pure Python, instant).
 
-These update live as the artist drags the rank, so they use only layer shapes (studio/model_info)
-and arithmetic, never a model load.
+These update live as the artist drags the rank, so they use only layer shapes
+(studio/base_model/layers.py) and arithmetic, never a model load.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from studio.base_model.inspect import ModelInfo
+from studio.base_model.layers import Layer
 from studio.dataset import plan
 from studio.config import TrainConfig, unet_targets
 from studio.units import human_bytes, human_count, human_duration  # noqa: F401 - re-exported
-from studio.model_info import Layer, ModelInfo
 
 GB = 1024**3
 

@@ -21,131 +21,27 @@ torch.set_num_threads(1)
 
 from safetensors.torch import save_file  # noqa: E402
 
+from studio.base_model import configs  # noqa: E402
 from training import single_file  # noqa: E402
 
 from test_kohya_names import lora_wrapped  # noqa: E402
-from training.ldm_convert import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm  # noqa: E402
-from training.tiny_model import WORDS, write_tokenizer  # noqa: E402
+from training import tiny_model  # noqa: E402
 
-CONFIGS = single_file.CONFIGS
-
-
-# --- diffusers -> single-file layouts, for the fixtures only ----------------------------------
-
-def to_open_clip(sd: dict, prefix: str) -> dict:
-    """HF CLIP names -> OpenCLIP names (SD2's `cond_stage_model.model.`, SDXL's embedder 1):
-    fused in_proj, ln_1/ln_2, mlp.c_fc/c_proj, positional_embedding, transposed text_projection."""
-    sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
-    hidden = sd["embeddings.token_embedding.weight"].shape[1]
-    proj = sd.get("text_projection.weight")
-    out = {prefix + "token_embedding.weight": sd["embeddings.token_embedding.weight"],
-           prefix + "positional_embedding": sd["embeddings.position_embedding.weight"],
-           prefix + "ln_final.weight": sd["final_layer_norm.weight"],
-           prefix + "ln_final.bias": sd["final_layer_norm.bias"],
-           # SD2 files carry a projection too (diffusers ignores it there); SDXL's is used.
-           prefix + "text_projection": proj.T.contiguous() if proj is not None
-           else torch.eye(hidden)}
-    names = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
-             "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
-    layers = {int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers.")}
-    for i in layers:
-        src, dst = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
-        for kind in ("weight", "bias"):
-            out[f"{dst}attn.in_proj_{kind}"] = torch.cat(
-                [sd[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
-            for old, new in names.items():
-                out[f"{dst}{new}.{kind}"] = sd[f"{src}{old}.{kind}"]
-    return out
-
-
-def sgm_unet(unet) -> dict:
-    """SDXL UNet -> SGM `model.diffusion_model.*`: the SD1 block map + `label_emb`."""
-    sd = dict(unet.state_dict())
-    extra = {f"model.diffusion_model.label_emb.0.{i}.{kind}":
-             sd.pop(f"add_embedding.linear_{j}.{kind}")
-             for i, j in ((0, 1), (2, 2)) for kind in ("weight", "bias")}
-    return {**unet_to_ldm(sd, {**unet.config, "addition_embed_type": None}), **extra}
-
-
-def tiny_unet(**kw):
-    from diffusers import UNet2DConditionModel
-
-    base = dict(block_out_channels=(32, 64), layers_per_block=1, sample_size=8,
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=8)
-    return UNet2DConditionModel(**{**base, **kw})
-
-
-def clip_config(**kw):
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(**{**dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                    num_attention_heads=4, max_position_embeddings=77,
-                                    vocab_size=1000, bos_token_id=0, eos_token_id=1,
-                                    pad_token_id=1, projection_dim=32), **kw})
-
-
-def mirror_configs(shipped: str, dest: Path, models: dict) -> Path:
-    """The shipped folder with each model's config.json swapped for the tiny model's, and tiny
-    tokenizer vocabularies under the shipped tokenizer configs (so SDXL's pad "!" is tested)."""
-    shutil.copytree(CONFIGS / shipped, dest)
-    for name, model in models.items():  # diffusers ConfigMixin / transformers PretrainedConfig
-        saver = getattr(model, "save_config", None) or model.config.save_pretrained
-        saver(dest / name)
-    for tok in dest.glob("tokenizer*"):
-        keep = {n: (tok / n).read_text() for n in ("tokenizer_config.json",
-                                                   "special_tokens_map.json")}
-        write_tokenizer(tok, WORDS)
-        for name, text in keep.items():
-            (tok / name).write_text(text)
-    return dest
+CONFIGS = configs.ASSETS_CONFIGS
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tiny_model, tmp_path_factory):
-    """{arch: (single file, tiny config folder, original components)} for sd1, sd2, sdxl."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
+def checkpoints(tmp_path_factory):
+    """{arch: (single file, tiny config folder, UNet, text encoders)} for sd1, sd2, sdxl."""
     out = tmp_path_factory.mktemp("single-file")
-    vae = AutoencoderKL.from_pretrained(tiny_model / "vae")
-    vae_sd = vae_to_ldm(vae.state_dict(), vae.config)
     found = {}
-
-    unet = UNet2DConditionModel.from_pretrained(tiny_model / "unet")
-    te = CLIPTextModel.from_pretrained(tiny_model / "text_encoder")
-    save_file({**unet_to_ldm(unet.state_dict(), unet.config), **vae_sd,
-               **text_encoder_to_ldm(te.state_dict())}, out / "sd1.safetensors")
-    found["sd1"] = (out / "sd1.safetensors", mirror_configs(
-        "sd15", out / "cfg-sd1", {"unet": unet, "vae": vae, "text_encoder": te}), unet, (te,))
-
-    torch.manual_seed(1)
-    unet = tiny_unet(cross_attention_dim=32, attention_head_dim=(2, 4),
-                     use_linear_projection=True)
-    te = CLIPTextModel(clip_config(hidden_act="gelu"))
-    save_file({**unet_to_ldm(unet.state_dict(), unet.config), **vae_sd,
-               **to_open_clip(te.state_dict(), "cond_stage_model.model.")},
-              out / "sd2.safetensors")
-    found["sd2"] = (out / "sd2.safetensors", mirror_configs(
-        "sd2-base", out / "cfg-sd2", {"unet": unet, "vae": vae, "text_encoder": te}), unet, (te,))
-
-    torch.manual_seed(2)  # machine-notes.md §2 tiny SDXL
-    # Encoder widths differ (32 + 48 = cross-attention 80) as in real SDXL (768 + 1280):
-    # diffusers picks which weights go to which encoder by width.
-    unet = tiny_unet(layers_per_block=2, cross_attention_dim=80, attention_head_dim=(2, 4),
-                     use_linear_projection=True, addition_embed_type="text_time",
-                     addition_time_embed_dim=8, projection_class_embeddings_input_dim=80,
-                     transformer_layers_per_block=(1, 2))
-    te1 = CLIPTextModel(clip_config())
-    te2 = CLIPTextModelWithProjection(clip_config(hidden_act="gelu", hidden_size=48))
-    te1_sd = {k.replace("cond_stage_model.transformer.", "conditioner.embedders.0.transformer."): v
-              for k, v in text_encoder_to_ldm(te1.state_dict()).items()}
-    save_file({**sgm_unet(unet), **vae_sd, **te1_sd,
-               **to_open_clip(te2.state_dict(), "conditioner.embedders.1.model.")},
-              out / "sdxl.safetensors")
-    found["sdxl"] = (out / "sdxl.safetensors", mirror_configs(
-        "sdxl-base", out / "cfg-sdxl", {"unet": unet, "vae": vae, "text_encoder": te1,
-                                        "text_encoder_2": te2}), unet, (te1, te2))
+    for seed, arch in enumerate(("sd1", "sd2", "sdxl")):
+        parts = tiny_model.single_file_parts(arch, seed)
+        name = configs.config_name(arch, "epsilon")
+        path = tiny_model.write_single_file(out / f"{arch}.safetensors", parts)
+        folder = tiny_model.write_configs(out / f"cfg-{arch}", CONFIGS / name, parts)
+        encoders = tuple(parts[k] for k in ("text_encoder", "text_encoder_2") if k in parts)
+        found[arch] = (path, folder, parts["unet"], encoders)
     return found
 
 
@@ -213,8 +109,8 @@ def test_sd2_override_and_shipped_config_choice(checkpoints, tmp_path):
     loaded = single_file.load(path, config_folder=cfg_folder, cache_root=tmp_path,
                               prediction_type="v_prediction")
     assert loaded.noise_scheduler.config.prediction_type == "v_prediction"
-    assert single_file.config_name("sd2", "v_prediction") == "sd2-v"
-    assert single_file.config_name("sd2", "epsilon") == "sd2-base"
+    assert configs.config_name("sd2", "v_prediction") == "sd2-v"
+    assert configs.config_name("sd2", "epsilon") == "sd2-base"
 
 
 def test_missing_weights_and_tokenizer_files_are_refused(checkpoints, tmp_path):

@@ -12,9 +12,10 @@ import shutil
 
 import pytest
 
+from studio.base_model import configs
 from training import clip_bpe, single_file
 
-CONFIGS = single_file.CONFIGS
+CONFIGS = configs.ASSETS_CONFIGS
 
 
 def fake_table(words=("a", "cat", "red")) -> tuple[bytes, int]:

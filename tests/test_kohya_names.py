@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from studio.checkpoint_detect import detect
-from training.single_file import CONFIGS
+from studio.base_model.detect import detect
+from studio.base_model.configs import ASSETS_CONFIGS as CONFIGS
 
 torch.set_num_threads(1)
 
@@ -115,27 +115,26 @@ def test_full_size_kohya_names_and_shapes(name):
     ("sd15", "sd1", "v1"), ("sd2-v", "sd2", "v2"), ("sdxl-base", "sdxl", "xl_base")])
 def test_full_size_single_file_layouts_are_detected(name, arch, diffusers_type, tmp_path):
     """The single-file key layout of each full-size architecture (from the shipped configs and
-    the fixtures' converters) is what diffusers expects and what detection recognises."""
+    training/ldm_convert.py, which merge writes with) is what diffusers expects and what
+    detection recognises."""
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
 
-    from test_base_models import sgm_unet, to_open_clip
-    from test_checkpoint_detect import write
-    from training.ldm_convert import text_encoder_to_ldm, unet_to_ldm, vae_to_ldm
+    from test_base_model_detect import write
+    from training.ldm_convert import (text_encoder_to_ldm, text_encoder_to_open_clip, to_sgm,
+                                      unet_to_ldm, vae_to_ldm)
 
     unet, encoders = full_size(name)
     with torch.device("meta"):
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(CONFIGS / name / "vae"))
     keys = vae_to_ldm(vae.state_dict(), vae.config)
     if arch == "sdxl":
-        keys.update(sgm_unet(unet))
-        keys.update({k.replace("cond_stage_model.", "conditioner.embedders.0."): v
-                     for k, v in text_encoder_to_ldm(encoders[0].state_dict()).items()})
-        keys.update(to_open_clip(encoders[1].state_dict(), "conditioner.embedders.1.model."))
+        keys = to_sgm(unet.state_dict(), unet.config, vae.state_dict(), vae.config,
+                      encoders[0].state_dict(), encoders[1].state_dict())
     else:
         keys.update(unet_to_ldm(unet.state_dict(), unet.config))
         keys.update(text_encoder_to_ldm(encoders[0].state_dict()) if arch == "sd1" else
-                    to_open_clip(encoders[0].state_dict(), "cond_stage_model.model."))
+                    text_encoder_to_open_clip(encoders[0].state_dict(), "cond_stage_model.model."))
     assert infer_diffusers_model_type(keys) == diffusers_type
     path = write(tmp_path / f"{name}.safetensors",  # sparse: header + zeros, GBs for free
                  {k: ("F16" if v.is_floating_point() else "I64", list(v.shape))

@@ -205,7 +205,7 @@ def test_full_size_sd15_layout():
         te = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072,
                                           num_hidden_layers=12, num_attention_heads=12,
                                           vocab_size=49408, max_position_embeddings=77))
-    ldm_convert.check_sd1(unet.config, te.config)
+    ldm_convert.check_exportable(unet.config, te.config)
     sd = ldm_convert.to_ldm(unet.state_dict(), unet.config, vae.state_dict(), vae.config,
                             te.state_dict())
     counts = {p: sum(k.startswith(p) for k in sd) for p in ("model.diffusion_model.",

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from studio import config, estimate, model_info
+from studio import config, estimate
+from studio.base_model import inspect as base_model
 from studio.dataset import buckets, plan, scanner
 from studio.config import TrainConfig
 from studio.project import Project
@@ -63,7 +64,7 @@ def report(project: Project, cfg: TrainConfig) -> dict:
     train_items, held = plan.split(items, cfg)
     sizes = plan.bucket_sizes([it.size for it in train_items], cfg)
     per_epoch, total = plan.item_steps(items, cfg)
-    info = model_info.inspect(cfg.base_model, project.root)
+    info = base_model.inspect(cfg.base_model, project.root, cfg.prediction_type.value)
     est = estimate.estimate(info, cfg)
     device = device_info()
     step_s = seconds_per_step(device["kind"], info.unet_params, cfg)
@@ -75,7 +76,9 @@ def report(project: Project, cfg: TrainConfig) -> dict:
         "folders": {name: times for name, times in doc.folders.items()},
         "steps_per_epoch": per_epoch, "total_steps": total,
         "model": {"path": str(info.path or cfg.base_model), "architecture": info.architecture,
-                  "problem": info.problem, "unet_params": info.unet_params},
+                  "problem": info.problem, "unet_params": info.unet_params,
+                  "summary": info.summary, "native_resolution": info.native_resolution,
+                  "resolution_warning": base_model.resolution_warning(info, cfg.resolution)},
         "lora": None if est is None else {
             "layers": est.layers, "params": est.params, "share_of_unet": est.share,
             "file_bytes": est.file_bytes},
@@ -99,8 +102,10 @@ def to_text(r: dict) -> str:
     lines.append("Buckets: " + (", ".join(f"{k} x{v}" for k, v in r["buckets"].items()) or "—"))
     lines.append(f"Steps: {r['steps_per_epoch']} per epoch, {r['total_steps']} in total")
     m = r["model"]
-    lines.append(f"Model: {m['path']} ({m['architecture'] or 'unknown architecture'})" +
+    lines.append(f"Model: {m['path']} ({m['summary'] if m['architecture'] else 'unknown'})" +
                  (f" — {m['problem']}" if m["problem"] else ""))
+    if m["resolution_warning"]:
+        lines.append(f"Warning: {m['resolution_warning']}")
     if r["lora"]:
         lo = r["lora"]
         share = f", {100 * lo['share_of_unet']:.2f}% of the UNet" if lo["share_of_unet"] else ""

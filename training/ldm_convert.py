@@ -1,4 +1,5 @@
-"""Rename SD1.x diffusers state dicts (UNet, VAE, CLIP text encoder) to the LDM file layout."""
+"""Rename diffusers state dicts (UNet, VAE, CLIP text encoders) to the single-file layouts: LDM for
+SD1.x, SGM (LDM blocks + `label_emb`, OpenCLIP second encoder) for SDXL."""
 
 from __future__ import annotations
 
@@ -12,6 +13,13 @@ import torch
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.transformer.text_model."
+# SDXL (Stability's `sgm` repo, what A1111/ComfyUI/Forge and diffusers' from_single_file read):
+# CLIP-L under embedder 0 with HF names, OpenCLIP-bigG under embedder 1 with OpenCLIP names.
+XL_TEXT_PREFIX = "conditioner.embedders.0.transformer.text_model."
+XL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
+# OpenCLIP `ResidualAttentionBlock` names for the HF CLIP layer parts (q/k/v are fused apart).
+OPEN_CLIP_LAYER = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1",
+                   "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
 
 # CompVis `ResBlock` (openaimodel.py): in_layers = [GroupNorm, SiLU, conv], emb_layers =
 # [SiLU, Linear], out_layers = [GroupNorm, SiLU, Dropout, conv]; hence the indices.
@@ -178,13 +186,63 @@ def text_encoder_to_ldm(state_dict: Mapping[str, torch.Tensor]) -> dict[str, tor
     return out
 
 
-def check_sd1(unet_config: Mapping, text_encoder_config) -> None:
-    """Refuse models whose single-file layout differs (SD2's OpenCLIP `cond_stage_model.model`)."""
+def check_exportable(unet_config: Mapping, text_encoder_config) -> None:
+    """Refuse models whose single-file layout this module doesn't write: SD2 (OpenCLIP-H under
+    `cond_stage_model.model`, whose last layer diffusers drops, so a faithful file can't be
+    rebuilt). SD1.x and SDXL pass."""
+    if unet_config.get("addition_embed_type") == "text_time":
+        return  # SDXL
     if unet_config.get("use_linear_projection") or \
             getattr(text_encoder_config, "hidden_act", "quick_gelu") != "quick_gelu" or \
             unet_config["cross_attention_dim"] != text_encoder_config.hidden_size:
-        raise ValueError("single-file export supports Stable Diffusion 1.x only (this looks like "
-                         "SD2: OpenCLIP text encoder); use the diffusers folder format")
+        raise ValueError("single-file export supports Stable Diffusion 1.x and SDXL (this looks "
+                         "like SD2: OpenCLIP text encoder); use the diffusers folder format")
+
+
+def text_encoder_to_open_clip(state_dict: Mapping[str, torch.Tensor], prefix: str
+                              ) -> dict[str, torch.Tensor]:
+    """HF CLIP(WithProjection) -> OpenCLIP names under `prefix`: q/k/v fused into in_proj,
+    ln_1/ln_2, mlp.c_fc/c_proj, positional_embedding, and the projection transposed (OpenCLIP
+    computes x @ text_projection; diffusers' reader transposes it back)."""
+    sd = {k.removeprefix("text_model."): v for k, v in state_dict.items()}
+    hidden = sd["embeddings.token_embedding.weight"].shape[1]
+    proj = sd.get("text_projection.weight")
+    out = {prefix + "token_embedding.weight": sd["embeddings.token_embedding.weight"],
+           prefix + "positional_embedding": sd["embeddings.position_embedding.weight"],
+           prefix + "ln_final.weight": sd["final_layer_norm.weight"],
+           prefix + "ln_final.bias": sd["final_layer_norm.bias"],
+           prefix + "text_projection": proj.T.contiguous() if proj is not None
+           else torch.eye(hidden, dtype=sd["final_layer_norm.weight"].dtype)}
+    layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers.")})
+    for i in layers:
+        src, dst = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{dst}attn.in_proj_{kind}"] = torch.cat(
+                [sd[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            for old, new in OPEN_CLIP_LAYER.items():
+                out[f"{dst}{new}.{kind}"] = sd[f"{src}{old}.{kind}"]
+    return out
+
+
+def unet_to_sgm(state_dict: Mapping[str, torch.Tensor], config: Mapping
+                ) -> dict[str, torch.Tensor]:
+    """SDXL UNet -> SGM: the LDM block map plus `label_emb` (the pooled-text + size embedding,
+    diffusers' add_embedding: linear_1 -> label_emb.0.0, linear_2 -> label_emb.0.2)."""
+    sd = dict(state_dict)
+    extra = {f"{UNET_PREFIX}label_emb.0.{i}.{kind}": sd.pop(f"add_embedding.linear_{j}.{kind}")
+             for i, j in ((0, 1), (2, 2)) for kind in ("weight", "bias")}
+    return {**unet_to_ldm(sd, {**config, "addition_embed_type": None}), **extra}
+
+
+def to_sgm(unet_sd: Mapping[str, torch.Tensor], unet_config: Mapping,
+           vae_sd: Mapping[str, torch.Tensor], vae_config: Mapping,
+           text_encoder_sd: Mapping[str, torch.Tensor],
+           text_encoder_2_sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One SDXL checkpoint dict from the four component dicts."""
+    first = {XL_TEXT_PREFIX + k.removeprefix(TEXT_PREFIX): v
+             for k, v in text_encoder_to_ldm(text_encoder_sd).items()}
+    return {**unet_to_sgm(unet_sd, unet_config), **vae_to_ldm(vae_sd, vae_config), **first,
+            **text_encoder_to_open_clip(text_encoder_2_sd, XL_OPEN_CLIP_PREFIX)}
 
 
 def to_ldm(unet_sd: Mapping[str, torch.Tensor], unet_config: Mapping,

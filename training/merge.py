@@ -1,4 +1,5 @@
-"""Merge ("bake in") LoRAs at chosen strengths into a full SD1.x checkpoint (file or folder)."""
+"""Merge ("bake in") LoRAs at chosen strengths into a full SD1.x/SD2.x/SDXL model: one .safetensors
+file (SD1.x, SDXL) or a diffusers folder (all three)."""
 
 from __future__ import annotations
 
@@ -45,19 +46,38 @@ def merge(generator: Generator, adapters: list[tuple[Path, float]], out: Path,
         # `live_adapter`) stays out of the merged model.
         names = {generator.adapters[path].name for path, _ in adapters}
         dtype = SAVE_DTYPES[precision]
-        unet = fused_state_dict(pipe.unet, dtype, names)
-        text_encoder = fused_state_dict(pipe.text_encoder, dtype, names)
-        vae = fused_state_dict(pipe.vae, dtype, names)
+        parts = {name: fused_state_dict(getattr(pipe, name), dtype, names)
+                 for name in ("unet", "vae", "text_encoder", "text_encoder_2")
+                 if getattr(pipe, name, None) is not None}
         if fmt == "safetensors":
-            ldm_convert.check_sd1(pipe.unet.config, pipe.text_encoder.config)
-            tensors = ldm_convert.to_ldm(unet, pipe.unet.config, vae, pipe.vae.config,
-                                         text_encoder)
-            _save_single_file(out, tensors, _metadata(generator, adapters, out, title, dtype))
+            ldm_convert.check_exportable(pipe.unet.config, pipe.text_encoder.config)
+            _save_single_file(out, _single_file_tensors(pipe, parts),
+                              _metadata(generator, adapters, out, title, dtype))
         else:
-            _save_folder(out, pipe, unet, vae, text_encoder)
+            _save_folder(out, pipe, parts)
     finally:
         generator.set_adapters(previous)
     return out
+
+
+def _is_sdxl(pipe) -> bool:
+    return getattr(pipe, "text_encoder_2", None) is not None
+
+
+def _single_file_tensors(pipe, parts: dict) -> dict[str, torch.Tensor]:
+    """LDM (SD1.x) or SGM (SDXL) tensors, with SDXL's `v_pred`/`ztsnr` marker keys when the
+    model predicts velocity / uses a zero-terminal-SNR schedule, so ComfyUI, Forge and our own
+    detector (studio/base_model/detect.py) read the merged file the way the base model was."""
+    if not _is_sdxl(pipe):
+        return ldm_convert.to_ldm(parts["unet"], pipe.unet.config, parts["vae"], pipe.vae.config,
+                                  parts["text_encoder"])
+    tensors = ldm_convert.to_sgm(parts["unet"], pipe.unet.config, parts["vae"], pipe.vae.config,
+                                 parts["text_encoder"], parts["text_encoder_2"])
+    if pipe.scheduler.config.get("prediction_type") == "v_prediction":
+        tensors["v_pred"] = torch.tensor([])
+    if pipe.scheduler.config.get("rescale_betas_zero_snr"):
+        tensors["ztsnr"] = torch.tensor([])
+    return tensors
 
 
 def fused_state_dict(model: torch.nn.Module, dtype: torch.dtype, adapters: set[str]
@@ -126,7 +146,8 @@ def _metadata(generator: Generator, adapters: list[tuple[Path, float]], out: Pat
     return {
         "format": "pt",
         "modelspec.sai_model_spec": "1.0.1",
-        "modelspec.architecture": "stable-diffusion-v1",
+        "modelspec.architecture": "stable-diffusion-xl-v1-base" if _is_sdxl(pipe)
+        else "stable-diffusion-v1",
         "modelspec.implementation": "diffusers",
         "modelspec.title": title or out.stem,
         "modelspec.description": "\n".join(lines),
@@ -168,18 +189,23 @@ def _rebuilt(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> tor
     return fresh.eval()
 
 
-def _save_folder(out: Path, pipe, unet: dict, vae: dict, text_encoder: dict) -> None:
+def _save_folder(out: Path, pipe, parts: dict) -> None:
     """save_pretrained into a temporary sibling folder, then rename it into place."""
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     old = out.with_name(f".{out.name}.old")
     try:
-        merged = StableDiffusionPipeline(
-            vae=_rebuilt(pipe.vae, vae), text_encoder=_rebuilt(pipe.text_encoder, text_encoder),
-            tokenizer=pipe.tokenizer, unet=_rebuilt(pipe.unet, unet), scheduler=pipe.scheduler,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        models = {name: _rebuilt(getattr(pipe, name), sd) for name, sd in parts.items()}
+        if _is_sdxl(pipe):
+            merged = StableDiffusionXLPipeline(**models, tokenizer=pipe.tokenizer,
+                                               tokenizer_2=pipe.tokenizer_2,
+                                               scheduler=pipe.scheduler)
+        else:
+            merged = StableDiffusionPipeline(
+                **models, tokenizer=pipe.tokenizer, scheduler=pipe.scheduler, safety_checker=None,
+                feature_extractor=None, requires_safety_checker=False)
         merged.save_pretrained(tmp, safe_serialization=True)
         for path in [tmp, *tmp.rglob("*")]:
             # mkdtemp makes 0700 and safetensors 0600 files (lora-formats.md §4): other

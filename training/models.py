@@ -11,11 +11,11 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from peft import LoraConfig
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from studio.base_model.configs import VERSIONS, family_of
+from studio.base_model.inspect import check_folder, locate
 from studio.config import PredictionType, TrainConfig, unet_targets
 from studio.errors import UserError
 
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".sft")
 
 
 class ModelError(UserError):
@@ -53,36 +53,9 @@ class BaseModel:
 
 def resolve_folder(base_model: str, project_root: Path) -> tuple[Path, str]:
     """A local diffusers folder or single .safetensors file for a path or a Hub id (from the
-    local cache only), and its name."""
-    path = Path(base_model).expanduser()
-    if not path.is_absolute():
-        path = project_root / path
-    if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise ModelError(f"{path.name} is a pickle checkpoint, which can run arbitrary code when "
-                         f"loaded; LoRA Studio does not open those.",
-                         "Convert it to .safetensors (or use the diffusers folder of the model).")
-    if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
-        if not path.is_file():
-            raise ModelError(f"Base model not found: {path}",
-                             "Check the path in the Base model setting.")
-        return path, path.stem
-    if path.is_dir():
-        if not (path / "model_index.json").is_file() and not (path / "unet").is_dir():
-            raise ModelError(f"{path} is not a diffusers model folder (no model_index.json).",
-                             "Choose the folder that contains unet/, vae/, text_encoder/ and "
-                             "tokenizer/, or a single .safetensors checkpoint.")
-        return path, path.name
-    if "/" in base_model and not Path(base_model).is_absolute() and base_model.count("/") == 1:
-        from huggingface_hub import snapshot_download
-        try:
-            folder = snapshot_download(base_model, local_files_only=True)
-        except Exception:  # noqa: BLE001 - any hub failure means "not in the local cache"
-            raise ModelError(f"The model {base_model!r} is not in the local Hugging Face cache, "
-                             f"and LoRA Studio never downloads during training.",
-                             f"Download it once (huggingface-cli download {base_model}) or choose "
-                             f"a model folder on disk.") from None
-        return Path(folder), base_model
-    raise ModelError(f"Base model not found: {path}", "Check the path in the Base model setting.")
+    local cache only), and its name; the GUI's verdict (studio.base_model.inspect) is the same
+    function, so both refuse with one text."""
+    return locate(base_model, project_root)
 
 
 def _check_tokenizer(tokenizer, text_encoder, where: Path) -> None:
@@ -94,13 +67,10 @@ def _check_tokenizer(tokenizer, text_encoder, where: Path) -> None:
                          f"merges.txt is missing or wrong.", "Restore the tokenizer files.")
 
 
-def _version(unet_config, scheduler_config) -> str:
-    if unet_config.get("addition_embed_type") == "text_time":
-        return "sdxl_base_v1-0"
-    return "sd_v2" if unet_config.get("cross_attention_dim") == 1024 else "sd_v1"
 
 
 def _load_folder(folder: Path, name: str, unet_dtype: torch.dtype) -> BaseModel:
+    check_folder(folder)  # the refusals the GUI shows, before seconds of loading
     kw = dict(local_files_only=True)
     try:
         # use_safetensors: a folder holding only pickled .bin weights is refused rather than
@@ -112,7 +82,7 @@ def _load_folder(folder: Path, name: str, unet_dtype: torch.dtype) -> BaseModel:
         # rescale_betas_zero_snr and timestep_spacing carry over; building DDPMScheduler from
         # hand-picked kwargs silently fell back to epsilon and wrecked v-prediction models.
         noise_scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", **kw)
-        version = _version(unet.config, noise_scheduler.config)
+        version = VERSIONS[family_of(unet.config)]
         base = BaseModel(
             name, folder, version,
             CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw),

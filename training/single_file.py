@@ -2,10 +2,10 @@
 
 diffusers' `from_single_file` fetches configs and tokenizers from the Hub unless it gets
 `config=<local folder>` (`local_files_only=True` alone is overridden: lora-formats.md §8.1-8.2),
-so each load goes: detect the file from its header (studio.checkpoint_detect) -> pick the shipped
-config folder in assets/configs -> assemble a cached folder with those configs, the generated CLIP
-BPE files (training.clip_bpe) and the chosen prediction type / zero-SNR in the scheduler config ->
-`from_single_file(..., config=folder, local_files_only=True)` with the Hub switched off -> check
+so each load goes: detect the file from its header (studio.base_model.detect) -> pick the shipped
+config folder in assets/configs (studio.base_model.configs) -> assemble a cached folder with
+those configs, the generated CLIP BPE files (training.clip_bpe) and the chosen prediction type /
+zero-SNR in the scheduler config -> `from_single_file(..., config=folder, local_files_only=True)` with the Hub switched off -> check
 every tokenizer and that no weight was left unloaded. Issue 6.
 """
 
@@ -23,12 +23,11 @@ from pathlib import Path
 import torch
 
 from studio import atomic
-from studio.checkpoint_detect import CheckpointRefused, Detected, detect
+from studio.base_model import configs
+from studio.base_model.detect import CheckpointRefused, Detected, detect, training_prediction
 from studio.errors import UserError
 from training import clip_bpe
 
-CONFIGS = Path(__file__).resolve().parent.parent / "assets" / "configs"
-VERSIONS = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}  # ss_base_model_version
 PIPELINES = {"sd1": "StableDiffusionPipeline", "sd2": "StableDiffusionPipeline",
              "sdxl": "StableDiffusionXLPipeline"}
 TOKENIZERS = {"tokenizer": "text_encoder", "tokenizer_2": "text_encoder_2"}
@@ -58,13 +57,6 @@ class LoadedCheckpoint:
     noise_scheduler: object  # DDPMScheduler from the assembled scheduler config
     tokenizer_2: object = None  # SDXL only
     text_encoder_2: torch.nn.Module | None = None  # SDXL only (CLIPTextModelWithProjection)
-
-
-def config_name(architecture: str, prediction_type: str | None) -> str:
-    """The shipped folder in assets/configs for an architecture (SD2: by prediction type)."""
-    if architecture == "sd2":
-        return "sd2-v" if prediction_type == "v_prediction" else "sd2-base"
-    return {"sd1": "sd15", "sdxl": "sdxl-base"}[architecture]
 
 
 def identity(path: Path) -> dict:
@@ -206,21 +198,14 @@ def load(path: str | Path, *, prediction_type: str | None = None,
     the detected values (None = detected); `config_folder` replaces the shipped config folder
     (tests with tiny models); `bpe_folder` defaults to the clip_bpe cache (never downloads)."""
     path = Path(path)
-    try:
+    try:  # the same two calls give the GUI's verdict (studio.base_model.inspect)
         found = detect(path)
+        prediction = training_prediction(path, found, prediction_type)
     except CheckpointRefused as exc:
         raise SingleFileError(str(exc), exc.hint) from None
-    prediction = prediction_type or found.prediction_type
-    if prediction is None:
-        raise SingleFileError(f"{path.name}: {' '.join(found.notes[-1:])}",
-                              "Set Prediction type to epsilon (SD2 512 base models) or "
-                              "v_prediction (768-v models).")
-    if not found.has_vae:
-        raise SingleFileError(f"{path.name} has no VAE baked in.",
-                              "Use a checkpoint that includes its VAE (most do).")
     zero_snr = found.zero_terminal_snr if zero_terminal_snr is None else zero_terminal_snr
     source = Path(config_folder) if config_folder else \
-        CONFIGS / config_name(found.architecture, prediction)
+        configs.config_folder(found.architecture, prediction)
     bpe = _bpe(bpe_folder, source)
     root = Path(cache_root) if cache_root else clip_bpe.default_dir().parent / "single-file"
     folder = assemble(source, root, prediction, zero_snr, identity(path), bpe)
@@ -238,9 +223,9 @@ def load(path: str | Path, *, prediction_type: str | None = None,
         if module is not None:
             module.requires_grad_(False)
             module.eval()
-    return LoadedCheckpoint(found, found.architecture, VERSIONS[found.architecture], prediction,
-                            zero_snr, folder, pipe.tokenizer, pipe.text_encoder, pipe.vae,
-                            pipe.unet, scheduler, getattr(pipe, "tokenizer_2", None),
+    return LoadedCheckpoint(found, found.architecture, configs.VERSIONS[found.architecture],
+                            prediction, zero_snr, folder, pipe.tokenizer, pipe.text_encoder,
+                            pipe.vae, pipe.unet, scheduler, getattr(pipe, "tokenizer_2", None),
                             getattr(pipe, "text_encoder_2", None))
 
 

@@ -1,8 +1,8 @@
-"""Build a tiny, random Stable Diffusion 1.x-architecture model folder offline (tests and the demo).
+"""Build tiny, random Stable Diffusion models offline: SD1.x/SDXL folders, SD1/SD2/SDXL files.
 
-Same classes and folder layout as real SD1.5, so it loads through the same code path as any base
-model; sizes from ../shared/reference/machine-notes.md §2 (≈1 M UNet params, 5 MB on disk,
-byte-identical across builds for one seed).
+For tests and the demo. Same classes and layouts as the real models, so they load through the
+same code path as any base model; sizes from ../shared/reference/machine-notes.md §2 (≈1 M UNet
+params, 5 MB on disk, byte-identical across builds for one seed).
 """
 
 from __future__ import annotations
@@ -137,3 +137,90 @@ def build_sdxl(folder: Path, seed: int = 0) -> Path:
     return _save(folder, "StableDiffusionXLPipeline", dict(
         unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
         scheduler=scheduler))
+
+
+# --- tiny single-file checkpoints (the real LDM / SGM key layouts) -------------------------------
+
+def single_file_parts(architecture: str, seed: int = 0) -> dict:
+    """Tiny random components of "sd1", "sd2" or "sdxl" for a single-file checkpoint.
+
+    SD2 and SDXL's second encoder are OpenCLIP-style (gelu). SDXL's two encoders have different
+    widths (32 + 48 = cross-attention 80) as in real SDXL (768 + 1280): diffusers' single-file
+    reader tells them apart by width (machine-notes.md §2).
+    """
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    if architecture == "sd1":
+        unet = UNet2DConditionModel(**UNET_LAYOUT, cross_attention_dim=32, attention_head_dim=8)
+        return dict(unet=unet, vae=_vae(), text_encoder=CLIPTextModel(CLIPTextConfig(**CLIP_SIZE)))
+    linear = dict(attention_head_dim=(2, 4), use_linear_projection=True)
+    if architecture == "sd2":
+        unet = UNet2DConditionModel(**UNET_LAYOUT, cross_attention_dim=32, **linear)
+        return dict(unet=unet, vae=_vae(), text_encoder=CLIPTextModel(
+            CLIPTextConfig(**{**CLIP_SIZE, "hidden_act": "gelu"})))
+    unet = UNet2DConditionModel(
+        **{**UNET_LAYOUT, "layers_per_block": 2}, cross_attention_dim=80, **linear,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32, transformer_layers_per_block=(1, 2))
+    return dict(unet=unet, vae=_vae(), text_encoder=CLIPTextModel(CLIPTextConfig(**CLIP_SIZE)),
+                text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(
+                    **{**CLIP_SIZE, "hidden_act": "gelu", "hidden_size": 48})))
+
+
+def write_single_file(path: Path, parts: dict, extra_keys: tuple[str, ...] = ()) -> Path:
+    """The components as one .safetensors checkpoint; `extra_keys` adds empty marker tensors
+    such as "v_pred" / "ztsnr" (how NoobAI-style v-prediction SDXL files mark themselves)."""
+    from safetensors.torch import save_file
+
+    from training import ldm_convert as lc
+
+    sd = {name: module.state_dict() for name, module in parts.items()}
+    unet, vae = parts["unet"], parts["vae"]
+    if "text_encoder_2" in parts:
+        tensors = lc.to_sgm(sd["unet"], unet.config, sd["vae"], vae.config, sd["text_encoder"],
+                            sd["text_encoder_2"])
+    elif parts["text_encoder"].config.hidden_act == "gelu":  # SD2: OpenCLIP-H layout
+        tensors = {**lc.unet_to_ldm(sd["unet"], unet.config),
+                   **lc.vae_to_ldm(sd["vae"], vae.config),
+                   **lc.text_encoder_to_open_clip(sd["text_encoder"], "cond_stage_model.model.")}
+    else:
+        tensors = lc.to_ldm(sd["unet"], unet.config, sd["vae"], vae.config, sd["text_encoder"])
+    tensors.update({key: torch.tensor([]) for key in extra_keys})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+    return path
+
+
+def write_configs(dest: Path, shipped: Path, parts: dict) -> Path:
+    """The shipped config folder `shipped` (assets/configs/<name>) copied to `dest` with each
+    component's config.json swapped for the tiny one's, and tiny vocabularies under the shipped
+    tokenizer configs (so SDXL's "!" padding is still what loads)."""
+    import shutil
+
+    shutil.copytree(shipped, dest, dirs_exist_ok=True)
+    for name, module in parts.items():  # diffusers ConfigMixin / transformers PretrainedConfig
+        saver = getattr(module, "save_config", None) or module.config.save_pretrained
+        saver(dest / name)
+    for tok in dest.glob("tokenizer*"):
+        keep = {n: (tok / n).read_text() for n in ("tokenizer_config.json",
+                                                   "special_tokens_map.json")}
+        write_tokenizer(tok, WORDS)
+        for name, text in keep.items():
+            (tok / name).write_text(text)
+    return dest
+
+
+def build_single_file(path: Path, architecture: str, configs_root: Path, seed: int = 0,
+                      extra_keys: tuple[str, ...] = ()) -> Path:
+    """A tiny single-file checkpoint at `path`, and under `configs_root` the config folder it
+    loads with (same name as in assets/configs): point LORA_STUDIO_MODEL_CONFIGS at
+    `configs_root` and the worker, `check` and the GUI treat the file like a real one."""
+    from studio.base_model import configs
+
+    parts = single_file_parts(architecture, seed)
+    prediction = "v_prediction" if "v_pred" in extra_keys else "epsilon"
+    name = configs.config_name(architecture, prediction)
+    write_configs(Path(configs_root) / name, configs.ASSETS_CONFIGS / name, parts)
+    return write_single_file(Path(path), parts, extra_keys)

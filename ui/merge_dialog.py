@@ -9,10 +9,13 @@ from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDialog, QDialogButtonBo
                                QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                                QRadioButton, QVBoxLayout)
 
+from studio.base_model.inspect import inspect
 from ui import theme
 
 FORMATS = {"safetensors": "One .safetensors file (AUTOMATIC1111, Forge, ComfyUI)",
            "diffusers": "A diffusers folder (for Python scripts and diffusers-based apps)"}
+# training/ldm_convert.py writes SD1.x and SDXL files; SD2's OpenCLIP layout is folder-only.
+SINGLE_FILE_FAMILIES = ("sd1", "sdxl")
 
 
 def default_name(base_model: str, adapters: list[tuple[Path, float, str]]) -> str:
@@ -23,8 +26,9 @@ def default_name(base_model: str, adapters: list[tuple[Path, float, str]]) -> st
 
 class MergeDialog(QDialog):
     def __init__(self, base_model: str, adapters: list[tuple[Path, float, str]],
-                 out_folder: Path, parent=None):
+                 out_folder: Path, parent=None, project_root: Path | None = None):
         super().__init__(parent)
+        info = inspect(base_model, project_root)
         self.setWindowTitle("Bake the LoRA into a model")
         self.setMinimumWidth(560)
         self.adapters = adapters
@@ -32,22 +36,27 @@ class MergeDialog(QDialog):
                            for _, strength, name in adapters)
         intro = QLabel(f"A full model with these LoRAs fused into its weights, so it draws like "
                        f"base + LoRA without loading the LoRA:<br>{what}<br>"
-                       f"Base model: {Path(base_model).name}")
+                       f"Base model: {Path(base_model).name}"
+                       + (f" ({info.architecture})" if info.architecture else ""))
         intro.setWordWrap(True)
         self.format_group = QButtonGroup(self)
         formats = QVBoxLayout()
+        folder_only = bool(info.family) and info.family not in SINGLE_FILE_FAMILIES
         for key, label in FORMATS.items():
             button = QRadioButton(label)
             button.setProperty("format", key)
-            button.setChecked(key == "safetensors")
+            button.setChecked(key == ("diffusers" if folder_only else "safetensors"))
+            if key == "safetensors" and folder_only:
+                button.setEnabled(False)
+                button.setToolTip(f"{info.architecture} models bake into a diffusers folder only.")
             self.format_group.addButton(button)
             formats.addWidget(button)
         self.format_group.buttonToggled.connect(lambda *_: self._fix_suffix())
         self.precision = QComboBox()
         self.precision.addItem("fp16 (half the size; what A1111 and ComfyUI use)", "fp16")
         self.precision.addItem("fp32 (full precision, twice the size)", "fp32")
-        self.out = QLineEdit(str(out_folder / (default_name(base_model, adapters) +
-                                               ".safetensors")))
+        self.out = QLineEdit(str(out_folder / default_name(base_model, adapters)))
+        self._fix_suffix()
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse)
         out_row = QHBoxLayout()

@@ -1,5 +1,5 @@
 """Base model picker: a folder, a file or a Hub id (editable, with recent models), and what it
-is."""
+is, in the words of the worker's own verdict (studio.base_model.inspect)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton,
                                QVBoxLayout, QWidget)
 
-from studio import estimate, model_info
+from studio import estimate
+from studio.base_model import inspect as base_model
+from studio.base_model.inspect import ModelInfo
 from studio.config import FIELDS
-from studio.model_info import ModelInfo
 from ui import theme
 
 # Combo boxes sized by a few characters, not by their longest entry (a long path would
@@ -27,6 +28,7 @@ class ModelPicker(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.project_root: Path | None = None
+        self.prediction_type = "auto"  # the Prediction type setting: an SD2 file may need it
         self.info = ModelInfo(None, "", "No base model chosen.")
         self.combo = QComboBox()
         self.combo.setEditable(True)
@@ -73,6 +75,12 @@ class ModelPicker(QWidget):
         self.combo.blockSignals(False)
         self._inspect(emit=False)
 
+    def set_prediction_type(self, value: str) -> None:
+        """Re-judge the model under another Prediction type setting (no `changed` signal)."""
+        if value != self.prediction_type:
+            self.prediction_type = value
+            self._inspect(emit=False)
+
     def value(self) -> str:
         return self.combo.currentText().strip()
 
@@ -96,11 +104,12 @@ class ModelPicker(QWidget):
 
     def _inspect(self, emit: bool = True) -> None:
         self._timer.stop()
-        self.info = model_info.inspect(self.value(), self.project_root)
+        self.info = base_model.inspect(self.value(), self.project_root, self.prediction_type)
+        self.status.setToolTip("\n".join(self.info.notes))
         if self.info.ok:
             params = (f" · UNet {estimate.human_count(self.info.unet_params)} parameters"
                       if self.info.unet_params else "")
-            self.status.setText(f"✓ {self.info.architecture or 'Diffusers model'}{params}")
+            self.status.setText(f"✓ {self.info.summary}{params}")
             theme.set_role(self.status, "muted")
         else:
             arch = f"{self.info.architecture}: " if self.info.architecture else ""

@@ -7,13 +7,13 @@ import dataclasses
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QScrollArea, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPushButton, QScrollArea,
+                               QVBoxLayout, QWidget)
 
 from studio import config, estimate
+from studio.base_model.inspect import ModelInfo, resolution_warning
 from studio.config import FIELDS, ConfigError, Problem, TrainConfig
 from studio.demo import ASSETS
-from studio.model_info import ModelInfo
 from ui import theme
 from ui.config_form import ConfigForm, apply_raw
 from ui.model_picker import ModelPicker
@@ -31,6 +31,9 @@ NOT_IN_FORMS = {"base_model", "dataset_dir", "exclude_images", "schema"}
 ADVANCED = [name for name in FIELDS if name not in BASIC and name not in NOT_IN_FORMS]
 PRESETS = ASSETS / "presets"
 KEEP_ON_PRESET = ("base_model", "dataset_dir", "exclude_images", "trigger_word", "output_name")
+# The style recipe to start from for each model family (studio.base_model names).
+SUGGESTED_PRESET = {"sd1": "style-sd15", "sdxl": "style-sdxl"}
+SUGGESTED = " (suggested)"
 
 
 def preset_description(path: Path) -> str:
@@ -57,6 +60,15 @@ class TrainSettings(QScrollArea):
         self._updating = False
         self.model = ModelPicker()
         self.model.changed.connect(self._on_model)
+        # The native size of the model the Resolution setting was last in line with: while the
+        # artist leaves Resolution there, it follows the model (see _on_model).
+        self._native = 0
+        self.resolution_hint = QLabel()
+        self.resolution_hint.setWordWrap(True)
+        theme.set_role(self.resolution_hint, "warning")
+        self.resolution_fix = QPushButton()
+        self.resolution_fix.setToolTip("Set Resolution to the size this model was trained at.")
+        self.resolution_fix.clicked.connect(self._use_native_resolution)
         # Presets are partial settings files (assets/presets): a style recipe per model family
         # and a GPU-memory tier, applied one over the other.
         self.style_preset = self._preset_combo("Style recipe…", lambda p: not
@@ -84,6 +96,10 @@ class TrainSettings(QScrollArea):
         layout = QVBoxLayout(body)
         layout.addWidget(self._heading("Base model"))
         layout.addWidget(self.model)
+        hint_row = QHBoxLayout()
+        hint_row.addWidget(self.resolution_hint, 1)
+        hint_row.addWidget(self.resolution_fix, 0, Qt.AlignmentFlag.AlignTop)
+        layout.addLayout(hint_row)
         preset_row = QHBoxLayout()
         preset_row.addWidget(QLabel("Presets:"))
         preset_row.addWidget(self.style_preset, 1)
@@ -117,7 +133,10 @@ class TrainSettings(QScrollArea):
     # --- session -> forms -----------------------------------------------------------------
     def _on_project(self, project) -> None:
         root = project.root if project else None
+        self.model.set_prediction_type(str(self.session.config.prediction_type))
         self.model.set_value(self.session.config.base_model, root)
+        self._native = self.model.info.native_resolution
+        self._mark_suggested_preset()
         self._on_config(self.session.config)
 
     def _on_config(self, cfg: TrainConfig) -> None:
@@ -126,9 +145,12 @@ class TrainSettings(QScrollArea):
         self._updating = True
         self.basic.set_config(cfg)
         self.advanced.set_config(cfg)
+        self.model.set_prediction_type(str(cfg.prediction_type))
         if self.model.value() != cfg.base_model:
             self.model.set_value(cfg.base_model, self.session.project.root
                                  if self.session.project else None)
+            self._native = self.model.info.native_resolution
+            self._mark_suggested_preset()
         self._updating = False
         self._validate(cfg, [])
 
@@ -146,10 +168,38 @@ class TrainSettings(QScrollArea):
     def _on_model(self, value: str, info: ModelInfo) -> None:
         if self.session.project is None:
             return
+        cfg = dataclasses.replace(self.session.config, base_model=value)
+        # Resolution follows the model only while the artist has left it at the previous
+        # model's native size (or the default when no model was usable): a size they chose
+        # themselves is never overwritten; the warning below offers the fix instead.
+        followed = self._native or TrainConfig().resolution
+        native = info.native_resolution if info.ok else 0
+        if native and cfg.resolution == followed and native != cfg.resolution:
+            cfg = dataclasses.replace(cfg, resolution=native)
+            self.status_message.emit(f"Resolution set to {native} px, the native size of this "
+                                     f"{info.architecture} model.")
+        if native:
+            self._native = native
         self._updating = True
-        self.session.set_config(dataclasses.replace(self.session.config, base_model=value))
+        self.session.set_config(cfg)
+        self.basic.set_config(cfg)  # the resolution field, when it followed the model
         self._updating = False
+        self._mark_suggested_preset()
         self._validate(self.session.config, [])
+
+    def _use_native_resolution(self) -> None:
+        native = self.model.info.native_resolution
+        if native and self.session.project is not None:
+            self._native = native
+            self.session.update(resolution=native)
+
+    def _mark_suggested_preset(self) -> None:
+        """Mark the style recipe made for this model's family, e.g. Style SDXL for SDXL."""
+        wanted = SUGGESTED_PRESET.get(self.model.info.family) if self.model.info.ok else None
+        for i in range(1, self.style_preset.count()):
+            path = self.style_preset.itemData(i)
+            text = self.style_preset.itemText(i).removesuffix(SUGGESTED)
+            self.style_preset.setItemText(i, text + (SUGGESTED if path.stem == wanted else ""))
 
     def _preset_combo(self, title: str, keep) -> QComboBox:
         combo = QComboBox()
@@ -193,8 +243,17 @@ class TrainSettings(QScrollArea):
         self._update_estimate()
         self.validity_changed.emit()
 
+    def _update_resolution_hint(self) -> None:
+        info, resolution = self.model.info, self.session.config.resolution
+        warning = resolution_warning(info, resolution)
+        self.resolution_hint.setText(f"⚠ {warning}" if warning else "")
+        self.resolution_hint.setVisible(bool(warning))
+        self.resolution_fix.setText(f"Use {info.native_resolution} px")
+        self.resolution_fix.setVisible(bool(warning))
+
     def _update_estimate(self) -> None:
         cfg, info = self.session.config, self.model.info
+        self._update_resolution_hint()
         lines = []
         est = estimate.estimate(info, cfg)
         if est is None:

@@ -1,4 +1,4 @@
-"""studio/estimate.py and studio/model_info.py against the real thing: PEFT on the tiny model."""
+"""studio/estimate.py and studio/base_model/ against the real thing: PEFT on the tiny model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from studio import estimate, model_info
+from studio import estimate
+from studio.base_model import inspect as model_info
+from studio.base_model import layers
 from studio.dataset import plan
 from studio.config import TargetPreset, TrainConfig, unet_targets
 from studio.dataset import Item
@@ -40,7 +42,7 @@ def test_parameter_count_matches_peft(tiny_model, rank, targets):
     # The config-only fallback (no weights file readable) gives the same count.
     config = json.loads((tiny_model / "unet" / "config.json").read_text())
     fallback = estimate.lora_params(
-        estimate.targeted(model_info.config_layers(config), unet_targets(cfg)), rank)
+        estimate.targeted(layers.config_layers(config), unet_targets(cfg)), rank)
     assert fallback == expected
 
 
@@ -88,7 +90,7 @@ def test_plan_steps_matches_the_engine(cfg, n):
 
 def test_models_that_cannot_be_trained_say_why(tmp_path):
     assert "No base model" in model_info.inspect("").problem
-    assert "Not found" in model_info.inspect(str(tmp_path / "nope")).problem
+    assert "not found" in model_info.inspect(str(tmp_path / "nope")).problem
     pickle = tmp_path / "model.ckpt"
     pickle.write_bytes(b"x")
     assert "arbitrary code" in model_info.inspect(str(pickle)).problem
@@ -97,5 +99,13 @@ def test_models_that_cannot_be_trained_say_why(tmp_path):
     (tmp_path / "xl" / "model_index.json").write_text(
         json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
     (tmp_path / "xl" / "unet" / "config.json").write_text(json.dumps({"cross_attention_dim": 2048}))
+    (tmp_path / "xl" / "unet" / "config.json").write_text(json.dumps(
+        {"cross_attention_dim": 2048, "addition_embed_type": "text_time", "sample_size": 128}))
+    for sub, width in (("text_encoder", 768), ("text_encoder_2", 1280)):
+        (tmp_path / "xl" / sub).mkdir()
+        (tmp_path / "xl" / sub / "config.json").write_text(json.dumps({"hidden_size": width}))
     xl = model_info.inspect(str(tmp_path / "xl"))
-    assert xl.architecture == "SDXL" and "not supported" in xl.problem
+    assert xl.architecture == "SDXL" and xl.ok, xl.problem  # SDXL folders train (issue 12)
+    # A folder whose parts don't fit is refused with the worker's own words.
+    (tmp_path / "xl" / "text_encoder_2" / "config.json").write_text('{"hidden_size": 1024}')
+    assert "belong to different models" in model_info.inspect(str(tmp_path / "xl")).problem

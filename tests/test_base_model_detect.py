@@ -1,4 +1,4 @@
-"""Checkpoint detection from the safetensors header alone (studio/checkpoint_detect.py, issue 6).
+"""Checkpoint detection from the safetensors header alone (studio/base_model/detect.py, issue 6).
 
 Files are written here with the real key names and shapes (lora-formats.md §8.5) but sparse,
 zero data, so they cost nothing; no torch is needed. Bounded reads are proved by counting bytes.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from studio import checkpoint_detect as cd
-from studio.checkpoint_detect import CheckpointRefused, detect
+from studio.base_model import detect as cd
+from studio.base_model.detect import CheckpointRefused, detect
 from studio.safetensors_header import read_header
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -249,6 +249,6 @@ def test_gguf_and_other_suffixes(tmp_path):
 
 
 def test_detection_needs_neither_torch_nor_qt():
-    code = ("import sys, studio.checkpoint_detect; "
+    code = ("import sys, studio.base_model.detect; "
             "sys.exit(bool({'torch', 'PySide6', 'diffusers'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0

@@ -1,4 +1,4 @@
-"""What a single-file Stable Diffusion checkpoint is, from its safetensors header (no torch).
+"""What a single-file Stable Diffusion checkpoint is, and whether it trains, from its header.
 
 Architecture (SD1 / SD2 / SDXL base), prediction type, zero-terminal-SNR, bundled VAE, fp8, and
 every layout training can't use (pickles, inpainting, refiner, EDM, UNet-only, LoRAs…), decided
@@ -40,9 +40,14 @@ CONVERT_HINT = ("Download the .safetensors version of the model (most model page
                 "convert the file with a tool you trust on a machine you trust.")
 
 
-class CheckpointRefused(UserError):
-    """A checkpoint training can't use, with what to do about it (like models.ModelError)."""
+class BaseModelRefused(UserError):
+    """A base model (folder, file or Hub id) training can't use, with what to do about it. The
+    GUI shows this same text, so the Train button and the worker agree."""
     field = "base_model"
+
+
+class CheckpointRefused(BaseModelRefused):
+    """A single-file checkpoint training can't use, decided from its header."""
 
 
 @dataclass
@@ -259,3 +264,19 @@ def detect(path: str | Path) -> Detected:
     if ztsnr:
         why.append("Zero-terminal-SNR schedule ('ztsnr' key).")
     return Detected(arch, prediction, ztsnr, has_vae, notes + why, source, fp8, hidden, cross)
+
+
+def training_prediction(path: str | Path, found: Detected, override: str | None = None) -> str:
+    """The prediction type training uses for this file (`override` = the Prediction type setting,
+    None for auto), or CheckpointRefused when it can't train as it is: no VAE to encode the
+    images, or an SD2 file whose prediction type is neither readable nor set."""
+    path = Path(path)
+    prediction = override or found.prediction_type
+    if prediction is None:
+        raise _refuse(path, " ".join(found.notes[-1:]),
+                      "Set Prediction type (More settings ▸ Model) to epsilon for SD2 512 base "
+                      "models or v_prediction for 768-v models.")
+    if not found.has_vae:
+        raise _refuse(path, "no VAE is baked in.",
+                      "Use a checkpoint that includes its VAE (most do).")
+    return prediction
