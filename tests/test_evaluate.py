@@ -206,3 +206,20 @@ def test_evaluate_stops_when_the_gui_goes_away(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.of("done")[0]["stopped"] is True
     assert (card_file.read_bytes() if card_file.exists() else None) == before
+
+
+@pytest.mark.slow
+def test_evaluate_works_on_sdxl(tiny_sdxl, tmp_path):
+    # SDXL's classifier needs the pooled text and size conditioning besides the hidden states.
+    project = make_project(tmp_path / "p", tiny_sdxl, n_images=6, validation_images=2,
+                           epochs=2, max_steps=0, batch_size=2, save_every_n_steps=2,
+                           sample_every_n_epochs=0)
+    trained = run_cli("train", str(project), timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run = next((project / "runs").iterdir())
+    result = run_cli("evaluate", str(run), "--steps", "3", "--seeds", "1", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = rc.load(run)
+    assert [r.epoch for r in card.rows] == [None, 1, 2]
+    assert all(math.isfinite(r.style) and math.isfinite(r.copy_ssim) for r in card.rows)
+    assert card.recommendation.reason
