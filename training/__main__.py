@@ -6,6 +6,7 @@
     python -m training check PROJECT_DIR [--json]     (dataset doctor, steps, memory, time)
     python -m training defaults > settings.toml
     python -m training demo [--out DIR]
+    python -m training evaluate RUN_DIR [--seeds N] [--json]   (report card of a run's LoRAs)
 
 Events go to stdout as JSON lines (studio/protocol.py); logs and the terminal progress bar go to
 stderr. Exit codes: 0 finished or stopped on request, 1 training failed, 2 bad configuration or
@@ -78,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("defaults", help="print every setting with its help, as TOML")
     demo = sub.add_parser("demo", help="train the demo style LoRA on the bundled pocket model")
     demo.add_argument("--out", type=Path, help="where to create the demo project")
+    ev = sub.add_parser("evaluate", help="report card of a run: style match, prompt fidelity, "
+                                         "copy risk and validation loss per LoRA file")
+    ev.add_argument("run_dir", type=Path, help="the run folder (PROJECT/runs/<id>)")
+    ev.add_argument("--seeds", type=int, help="images per held-out caption (default 2)")
+    ev.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
+    ev.add_argument("--cfg", type=float, help="CFG scale (default: the run's)")
+    ev.add_argument("--timesteps", type=int, help="noise levels of the classifier (default 8)")
+    ev.add_argument("--margin", type=float,
+                    help="fidelity may fall this fraction below the base's (default 0.1)")
+    ev.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    ev.add_argument("--control-stdin", action="store_true",
+                    help="GUI mode: a 'stop' command or stdin closing stops the evaluation")
+    ev.add_argument("--json", action="store_true",
+                    help="print JSON events even when stdout is a terminal")
     return parser
 
 
@@ -286,10 +301,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_train(build_parser().parse_args(["train", str(project.root)]))
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import cli
+
+    return cli(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "serve": cmd_serve, "generate": cmd_generate,
-                "check": cmd_check, "defaults": cmd_defaults, "demo": cmd_demo}
+                "check": cmd_check, "defaults": cmd_defaults, "demo": cmd_demo,
+                "evaluate": cmd_evaluate}
     return commands[args.command](args)
 
 

@@ -1,0 +1,225 @@
+"""`python -m training evaluate`: the report card end to end, and its three measures on their own."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from conftest import make_project, run_cli
+from studio import report_card as rc
+from training.demo import draw_shapes
+
+
+def images(folder, n, seed):
+    from PIL import Image
+
+    draw_shapes(folder, n, seed=seed)
+    return [Image.open(p).convert("RGB") for p in sorted(folder.glob("*.png"))]
+
+
+@pytest.fixture(scope="module")
+def vae(tiny_model):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL.from_pretrained(tiny_model / "vae", local_files_only=True).eval()
+
+
+# --- Zero-shot classifier ------------------------------------------------------------------
+
+
+class StubUNet:
+    """Predicts, for every pixel, the first value of its text embedding; records its inputs."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, noisy, timesteps, text, **_):
+        self.seen.append((noisy.clone(), timesteps.clone()))
+        return SimpleNamespace(sample=text[:, :1, :1, None].expand_as(noisy))
+
+
+@pytest.mark.parametrize("values,winner", [([0.9, -0.05, 0.5], 1), ([0.0, 2.0, -1.0], 0),
+                                           ([3.0, 1.0, 0.3, -0.6], 2)])
+def test_zero_shot_picks_the_prompt_with_the_lowest_error(values, winner):
+    from diffusers import DDPMScheduler
+
+    from training import zero_shot
+
+    # ε-prediction: the error of a constant prediction c against unit noise is ≈ 1 + c², so
+    # the candidate closest to 0 must win.
+    texts = torch.tensor(values)[:, None, None].expand(-1, 77, 8).contiguous()
+    unet = StubUNet()
+    steps = zero_shot.timesteps(1000, 4)
+    noise = torch.randn((4, 4, 8, 8), generator=torch.Generator().manual_seed(0))
+    index, errs = zero_shot.classify(unet, torch.randn(4, 8, 8), zero_shot.Candidates(texts),
+                                     DDPMScheduler(), "epsilon", noise, steps)
+    assert index == winner == int(errs.argmin())
+    assert len(errs) == len(values)
+    # Paired comparison: every candidate saw the very same noisy latents and timesteps.
+    first = unet.seen[0]
+    assert all(torch.equal(x, first[0]) and torch.equal(t, first[1]) for x, t in unet.seen)
+    assert steps.tolist() == [125, 375, 625, 875]
+
+
+# --- Style distance -----------------------------------------------------------------------
+
+
+def test_style_distance_is_zero_for_identical_images_and_one_for_base(vae, tmp_path):
+    from training import style_stats as ss
+
+    held = images(tmp_path / "held", 4, seed=1)
+    other = images(tmp_path / "other", 4, seed=2)
+    reference = ss.StyleStats.of(ss.encode(vae, held))
+    same = ss.distance(ss.StyleStats.of(ss.encode(vae, list(held))), reference)
+    base = ss.distance(ss.StyleStats.of(ss.encode(vae, other)), reference)
+    assert set(same) == set(ss.COMPONENTS)
+    assert all(v < 1e-9 for v in same.values()), same
+    assert all(v > 1e-6 for v in base.values()), base
+    assert rc.relative_style(same, base)[0] == pytest.approx(0.0, abs=1e-6)
+    assert rc.relative_style(base, base)[0] == 1.0
+    # Order does not matter: a style is a property of the set.
+    shuffled = ss.distance(ss.StyleStats.of(ss.encode(vae, held[::-1])), reference)
+    assert all(v < 1e-9 for v in shuffled.values())
+
+
+# --- Copy risk ----------------------------------------------------------------------------
+
+
+def test_a_training_image_returned_as_output_is_flagged(vae, tmp_path):
+    from training import copy_risk
+    from training import style_stats as ss
+
+    train = images(tmp_path / "train", 6, seed=3)
+    fresh = images(tmp_path / "fresh", 8, seed=11)[-2:]
+    generated = [train[4], *fresh]
+    train_lat = ss.encode(vae, train).latents
+    gen_lat = ss.encode(vae, generated).latents
+    near = copy_risk.nearest(ss.to_pixels(generated), gen_lat, ss.to_pixels(train), train_lat,
+                             copy_risk.typical_distance(train_lat))
+    assert near[0].index == 4 and near[0].ssim == pytest.approx(1.0, abs=1e-4)
+    assert near[0].latent_ratio == pytest.approx(0.0, abs=1e-4)
+    assert [rc.is_near_copy(n.ssim, n.latent_ratio) for n in near] == [True, False, False]
+
+
+# --- The command --------------------------------------------------------------------------
+
+
+def fake_run(project):
+    """A run folder as `train` starts it: the exact settings used, nothing trained yet."""
+    run = project / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text((project / "project.toml").read_text())
+    return run
+
+
+def test_a_run_without_held_out_images_is_refused(tmp_path, tiny_model):
+    project = make_project(tmp_path / "p", tiny_model, validation_images=0)
+    run = fake_run(project)
+    result = run_cli("evaluate", str(run), timeout=120)
+    assert result.returncode == 2
+    error = result.of("error")[0]
+    assert error["field"] == "validation_images" and "held out no validation" in error["message"]
+    assert not (run / rc.REPORT_FILE).exists()
+
+
+def test_lora_files_skip_resume_points_and_temporaries(tmp_path, lora_files):
+    import shutil
+
+    from training.evaluate import lora_files as find
+
+    run = tmp_path / "run"
+    for where in ("", "checkpoints", "checkpoints/step-000003", "checkpoints/.step-9.tmp",
+                  "loras"):
+        (run / where).mkdir(parents=True, exist_ok=True)
+    (run / "checkpoints/step-000003/state.json").write_text("{}")
+    shutil.copy(lora_files[0], run / "final.safetensors")
+    shutil.copy(lora_files[1], run / "loras/e1.safetensors")
+    shutil.copy(lora_files[1], run / "checkpoints/e2.safetensors")
+    shutil.copy(lora_files[0], run / "checkpoints/step-000003/lora.safetensors")
+    shutil.copy(lora_files[0], run / "checkpoints/.step-9.tmp/lora.safetensors")
+    (run / "not-a-lora.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    assert [p.relative_to(run).as_posix() for p in find(run)] == [
+        "checkpoints/e2.safetensors", "final.safetensors", "loras/e1.safetensors"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tiny_model, tmp_path_factory):
+    """A 3-epoch run on the tiny model with a LoRA file per epoch and 2 held-out images."""
+    project = make_project(tmp_path_factory.mktemp("eval") / "project", tiny_model,
+                           n_images=8, validation_images=2, epochs=3, max_steps=0,
+                           batch_size=2, save_every_n_steps=3, sample_every_n_epochs=0)
+    result = run_cli("train", str(project), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return next((project / "runs").iterdir())
+
+
+def evaluate(run, *extra, stdin=subprocess.DEVNULL):
+    return run_cli("evaluate", str(run), "--steps", "6", *extra, timeout=300, stdin=stdin)
+
+
+@pytest.mark.slow
+def test_evaluate_writes_a_deterministic_report_card(trained_run):
+    first = evaluate(trained_run)
+    assert first.returncode == 0, first.stderr[-3000:]
+    card_file = trained_run / rc.REPORT_FILE
+    data = json.loads(card_file.read_text())  # valid JSON (no NaN: written with allow_nan=False)
+    card = rc.ReportCard.from_dict(data)
+    assert [r.label for r in card.rows][0] == "base" and len(card.rows) == 4
+    assert sorted(r.epoch for r in card.rows[1:]) == [1, 2, 3]
+    assert card.base.style == 1.0 and card.base.val_loss is None
+    for row in card.rows:
+        assert all(math.isfinite(v) for v in (row.style, row.fidelity, row.copy_ssim,
+                                              row.copy_latent, *row.style_parts.values()))
+        assert 0.0 <= row.fidelity <= 1.0
+        assert len(row.images) == 2 * 2  # 2 held-out captions x 2 seeds
+        assert all((trained_run / p).is_file() for p in row.images)
+    assert all(r.val_loss is not None and math.isfinite(r.val_loss) for r in card.rows[1:])
+    assert card.recommendation.reason
+    assert card.recommendation == rc.recommend(card.rows)  # the shared rule, nothing else
+    assert data["metadata"] == card.metadata
+    assert card.settings["held_out"] and len(card.settings["candidates"]) >= 2
+    # The GUI sees the cost up front, then progress to 100 %, then done with the card's path.
+    status = [e for e in first.of("status") if e["phase"] == "evaluating"]
+    assert status[0]["details"]["images"] == 16
+    progress = first.of("progress")
+    assert progress[-1]["step"] == progress[-1]["total"] == 32
+    assert first.of("done")[0]["path"] == str(card_file)
+
+    second = evaluate(trained_run)
+    assert second.returncode == 0
+    again = json.loads(card_file.read_text())
+    data.pop("seconds"), again.pop("seconds")
+    assert again == data  # CPU runs repeat exactly
+
+
+@pytest.mark.slow
+def test_evaluate_stops_when_the_gui_goes_away(trained_run, tmp_path):
+    card_file = trained_run / rc.REPORT_FILE
+    before = card_file.read_bytes() if card_file.exists() else None
+    # --control-stdin with stdin closed: the GUI that started it is gone, so it stops.
+    result = evaluate(trained_run, "--control-stdin")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.of("done")[0]["stopped"] is True
+    assert (card_file.read_bytes() if card_file.exists() else None) == before
+
+
+@pytest.mark.slow
+def test_evaluate_works_on_sdxl(tiny_sdxl, tmp_path):
+    # SDXL's classifier needs the pooled text and size conditioning besides the hidden states.
+    project = make_project(tmp_path / "p", tiny_sdxl, n_images=6, validation_images=2,
+                           epochs=2, max_steps=0, batch_size=2, save_every_n_steps=2,
+                           sample_every_n_epochs=0)
+    trained = run_cli("train", str(project), timeout=300)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    run = next((project / "runs").iterdir())
+    result = run_cli("evaluate", str(run), "--steps", "3", "--seeds", "1", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = rc.load(run)
+    assert [r.epoch for r in card.rows] == [None, 1, 2]
+    assert all(math.isfinite(r.style) and math.isfinite(r.copy_ssim) for r in card.rows)
+    assert card.recommendation.reason

@@ -1,0 +1,342 @@
+"""`python -m training evaluate RUN_DIR`: the report card of a run, one row per LoRA file plus the base model (issue 16).
+
+For every row the same held-out captions are rendered at the same seeds through the Generate
+tab's code path (training.generate), then judged three ways: style match against the held-out
+images (training.style_stats), prompt fidelity by the base model as a zero-shot classifier
+(training.zero_shot) and copy risk against the training images (training.copy_risk). The
+validation loss comes from the run's events.jsonl. Every rule that turns these numbers into a
+verdict is in studio.report_card, which the window reads too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from studio import config, dataset, protocol
+from studio import report_card as rc
+from studio.caption_augment import full_caption, split_tags
+from studio.errors import UserError
+from studio.project import Project, RunDir
+from studio.protocol import GenerateRequest, Progress, Status
+from studio.safetensors_header import read_header
+from training import copy_risk, models, style_stats, zero_shot
+from training.cache import encode_text
+from training.data import sdxl_time_ids, split_validation
+from training.events import Control, EventSink
+from training.generate import Cancelled, Generator, pipeline_from_base, save_png
+
+log = logging.getLogger("training")
+FIRST_SEED = 1000  # evaluation seeds: FIRST_SEED, FIRST_SEED + 1, … for every row alike
+
+
+class EvaluationError(UserError):
+    field = "run_dir"
+
+
+@dataclass
+class Options:
+    seeds: int = 2  # images per held-out caption
+    steps: int | None = None  # sampling steps (None: the run's sample_steps)
+    cfg_scale: float | None = None  # (None: the run's sample_cfg_scale)
+    sampler: str = "Euler"
+    timesteps: int = 8  # noise levels the zero-shot classifier compares at
+    distractors: int = 6  # training captions added as wrong answers for the classifier
+    margin: float = rc.DEFAULT_MARGIN
+    device: str | None = None
+
+
+def lora_files(run_dir: Path) -> list[Path]:
+    """The run's LoRA files: every kohya-style .safetensors in the run folder and its
+    subfolders, except resume points (folders holding state.json) and unfinished temporaries."""
+    run_dir = Path(run_dir)
+    found = []
+    for path in sorted(run_dir.rglob("*.safetensors")):
+        parts = path.relative_to(run_dir).parts
+        if any(p.startswith(".") for p in parts):
+            continue
+        if any((run_dir.joinpath(*parts[:i]) / "state.json").is_file()
+               for i in range(1, len(parts))):
+            continue
+        try:
+            _, meta = read_header(path)
+        except ValueError:
+            continue
+        if "ss_network_module" in meta:  # not the diffusers-format copy: the same weights
+            found.append(path)
+    return found
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def without_trigger(caption: str, trigger: str) -> str:
+    return ", ".join(t for t in split_tags(caption) if t != trigger)
+
+
+def _distinct(texts: list[str]) -> list[str]:
+    return list(dict.fromkeys(texts))
+
+
+class Evaluation:
+    """One evaluation of one run; `run()` returns the card, or None when stopped."""
+
+    def __init__(self, run_dir: Path, sink: EventSink, control: Control, opts: Options):
+        self.run = RunDir(Path(run_dir).resolve())
+        self.sink, self.control, self.opts = sink, control, opts
+        if not self.run.config.is_file():
+            raise EvaluationError(f"Not a run folder (no config.toml): {self.run.path}",
+                                  "Give a folder inside the project's runs/ folder.")
+        self.cfg = config.load(self.run.config)
+        # RUN_DIR is PROJECT/runs/<id>: relative paths in the run's settings are the project's.
+        self.project = Project(self.run.path.parent.parent)
+        items = dataset.load(self.project.resolve(self.cfg.dataset_dir), self.cfg.exclude_images,
+                             self.cfg.repeats)
+        self.train_items, self.held_out = split_validation(items, self.cfg)
+        if not self.held_out:
+            raise UserError("This run held out no validation images, so there is nothing to "
+                            "judge its style against (the training images would reward "
+                            "copying).", "Set Validation images to 2 or more and train again.",
+                            "validation_images")
+        self.files = lora_files(self.run.path)
+        if not self.files:
+            raise EvaluationError(f"No LoRA files in {self.run.path}.",
+                                  "Evaluate a run that finished or saved checkpoints.")
+        trigger = self.cfg.trigger_word
+        self.prompts = [full_caption(it.caption, trigger) for it in self.held_out]
+        # The classifier's answers: the held-out captions without the trigger word (the base
+        # model does not know it), plus a few training captions as wrong answers, so chance
+        # is low enough for the accuracy to mean something.
+        truths = [without_trigger(it.caption, trigger) for it in self.held_out]
+        others = [without_trigger(it.caption, trigger) for it in self.train_items]
+        extra = [c for c in _distinct(others) if c not in truths][:opts.distractors]
+        self.candidates = _distinct(truths) + extra
+        self.truth = [self.candidates.index(t) for t in truths]
+        self.seeds = [FIRST_SEED + i for i in range(opts.seeds)]
+        self.steps = opts.steps or self.cfg.sample_steps
+        self.cfg_scale = opts.cfg_scale if opts.cfg_scale is not None else \
+            self.cfg.sample_cfg_scale
+        self.size = self.cfg.resolution
+
+    # --- cost and progress ----------------------------------------------------------------
+
+    @property
+    def images_per_row(self) -> int:
+        return len(self.prompts) * len(self.seeds)
+
+    def cost(self) -> dict:
+        rows = 1 + len(self.files)
+        per_image = 2 if self.cfg_scale > 1 else 1
+        return dict(rows=rows, images=rows * self.images_per_row, sampling_steps=self.steps,
+                    unet_passes=rows * self.images_per_row * (
+                        self.steps * per_image + len(self.candidates) * self.opts.timesteps),
+                    held_out=len(self.held_out), training_images=len(self.train_items),
+                    candidates=len(self.candidates))
+
+    def _tick(self, epoch: int | None) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / self.done * (self.total - self.done)
+        self.sink.progress(Progress(step=self.done, total=self.total, epoch=epoch or 0,
+                                    eta_s=eta), force=self.done == self.total)
+
+    # --- the work ---------------------------------------------------------------------------
+
+    def run_all(self) -> rc.ReportCard | None:
+        self.started = time.monotonic()
+        cost = self.cost()
+        self.done, self.total = 0, 2 * cost["images"]
+        self.sink.emit(Status("evaluating", f"Report card: {cost['rows'] - 1} LoRA file(s) and "
+                                            f"the base model, {cost['images']} images x "
+                                            f"{self.steps} steps", cost))
+        self._load()
+        rows: list[rc.Row] = []
+        raw: list[dict[str, float]] = []
+        val_by_step, val_by_epoch = rc.validation_losses(self.run.events)
+        for path in [None, *self.files]:
+            row, distances = self._row(path)
+            if row is None:
+                return None
+            if row.step is not None:
+                row.val_loss = val_by_step.get(row.step)
+                if row.val_loss is None and row.epoch is not None and path == self._final():
+                    row.val_loss = val_by_epoch.get(row.epoch)
+            rows.append(row)
+            raw.append(distances)
+        base = rows[0]
+        for row, distances in zip(rows, raw):
+            row.style, row.style_parts = rc.relative_style(distances, raw[0])
+            row.fidelity_vs_base = row.fidelity / base.fidelity if base.fidelity > 0 else None
+        card = rc.ReportCard(
+            base_model=self.base.name, rows=rows,
+            recommendation=rc.recommend(rows, self.opts.margin),
+            settings=dict(prompts=self.prompts, candidates=self.candidates, seeds=self.seeds,
+                          steps=self.steps, cfg_scale=self.cfg_scale, sampler=self.opts.sampler,
+                          resolution=self.size, timesteps=self.classifier_steps.tolist(),
+                          chance=1 / len(self.candidates), margin=self.opts.margin,
+                          copy_ssim=rc.COPY_SSIM, copy_latent=rc.COPY_LATENT,
+                          held_out=[it.image.name for it in self.held_out],
+                          device=str(self.device)),
+            seconds=round(time.monotonic() - self.started, 1))
+        rc.save(card, self.run.path)
+        return card
+
+    def _final(self) -> Path:
+        return self.run.adapter(self.cfg.output_name)
+
+    def _load(self) -> None:
+        opts = self.opts
+        self.device = torch.device(opts.device or ("cuda" if torch.cuda.is_available()
+                                                   else "cpu"))
+        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        self.sink.emit(Status("loading_model", f"Loading {self.cfg.base_model}"))
+        self.base = models.load_base(self.cfg, self.project.root)
+        self.gen = Generator(pipeline_from_base(self.base).to(self.device, self.dtype),
+                             self.base.name, self.cfg.base_model)
+        self.sink.emit(Status("evaluating", f"Measuring {len(self.held_out)} held-out and "
+                                            f"{len(self.train_items)} training images"))
+        fit = (self.size, self.size)
+        held = [dataset.load_fitted(it.image, fit) for it in self.held_out]
+        self.reference = style_stats.StyleStats.of(style_stats.encode(self.base.vae, held))
+        train = [dataset.load_fitted(it.image, fit) for it in self.train_items]
+        self.train_pixels = style_stats.to_pixels(train)
+        self.train_latents = style_stats.encode(self.base.vae, train).latents
+        self.typical = copy_risk.typical_distance(self.train_latents)
+        with torch.no_grad():
+            text, pooled = encode_text(self.base, self.candidates, self.device)
+        time_ids = torch.tensor(sdxl_time_ids(fit, fit)) if pooled is not None else None
+        self.classes = zero_shot.Candidates(text, pooled, time_ids)
+        sched = self.base.noise_scheduler
+        self.classifier_steps = zero_shot.timesteps(sched.config.num_train_timesteps,
+                                                    self.opts.timesteps)
+        vae = self.base.vae.config
+        self.scaling = float(vae.scaling_factor)
+        self.shift = float(vae.get("shift_factor") or 0.0)
+
+    def _row(self, path: Path | None) -> tuple[rc.Row | None, dict[str, float]]:
+        label = rc.BASE_LABEL if path is None else path.stem
+        meta = read_header(path)[1] if path else {}
+        epoch, step = _int(meta.get("ss_epoch")), _int(meta.get("ss_steps"))
+        self.sink.emit(Status("evaluating", f"Rendering {label}", {"file": str(path or "")}))
+        images, saved = self._render(path, label, epoch)
+        if images is None:
+            return None, {}
+        encoded = style_stats.encode(self.base.vae, images)
+        distances = style_stats.distance(style_stats.StyleStats.of(encoded), self.reference)
+        correct = self._classify(encoded.latents, epoch)
+        if correct is None:
+            return None, {}
+        near = copy_risk.nearest(style_stats.to_pixels(images), encoded.latents,
+                                 self.train_pixels, self.train_latents, self.typical)
+        closest = max(near, key=lambda n: n.ssim)
+        row = rc.Row(
+            label=label, file=None if path is None else path.relative_to(self.run.path)
+            .as_posix(), epoch=epoch, step=step, style_raw=distances,
+            fidelity=correct / len(images),
+            copy_flag=any(rc.is_near_copy(n.ssim, n.latent_ratio) for n in near),
+            copy_ssim=closest.ssim, copy_latent=min(n.latent_ratio for n in near),
+            copy_nearest=self.train_items[closest.index].image.name,
+            images=[p.relative_to(self.run.path).as_posix() for p in saved])
+        return row, distances
+
+    def _render(self, path: Path | None, label: str, epoch: int | None):
+        self.gen.set_adapters([(path, 1.0)] if path else [])
+        cancel = threading.Event()
+
+        def on_step(index, step, total):
+            if self.control.stop_requested:
+                cancel.set()
+
+        images, saved = [], []
+        out = self.run.path / rc.IMAGES_DIR / label
+        for k, prompt in enumerate(self.prompts):
+            for seed in self.seeds:
+                if self.control.stop_requested:
+                    return None, []
+                req = GenerateRequest(prompt=prompt, seed=seed, steps=self.steps,
+                                      cfg_scale=self.cfg_scale, width=self.size,
+                                      height=self.size, sampler=self.opts.sampler)
+                try:
+                    for _, _, image, text in self.gen.generate(req, on_step, cancel):
+                        images.append(image)
+                        saved.append(save_png(image, text, out / f"{k:02d}-s{seed}.png"))
+                except Cancelled:
+                    return None, []
+                self._tick(epoch)
+        return images, saved
+
+    @torch.no_grad()
+    def _classify(self, latents: torch.Tensor, epoch: int | None) -> int | None:
+        """How many images the base model's classifier assigns to their own caption."""
+        self.gen.set_adapters([])  # the base model judges every row, its LoRA switched off
+        unet = self.gen.pipe.unet
+        sched, prediction = self.base.noise_scheduler, self.base.prediction_type
+        correct = 0
+        for i, latent in enumerate(latents):
+            if self.control.stop_requested:
+                return None
+            # The i-th image of every row gets the same noise, so rows differ only by image.
+            gen = torch.Generator().manual_seed(FIRST_SEED + i)
+            noise = torch.randn((len(self.classifier_steps), *latent.shape), generator=gen)
+            scaled = ((latent - self.shift) * self.scaling).to(self.device)
+            winner, _ = zero_shot.classify(unet, scaled, self.classes, sched, prediction, noise,
+                                           self.classifier_steps, self.dtype)
+            correct += winner == self.truth[i // len(self.seeds)]
+            self._tick(epoch)
+        return correct
+
+
+# --- The command ------------------------------------------------------------------------
+
+
+def cli(args: argparse.Namespace) -> int:
+    """Exit codes as `train`: 0 done or stopped, 1 failed, 2 bad input (nothing written)."""
+    from training.train import cpu_threads
+
+    sink = EventSink(stdout_events=args.json or not sys.stdout.isatty())
+    sink.emit(protocol.Hello(pid=os.getpid(), command="evaluate", run_dir=str(args.run_dir)))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr)], force=True)
+    control = Control(stdin_control=args.control_stdin)
+    given = dict(seeds=args.seeds, steps=args.steps, cfg_scale=args.cfg,
+                 timesteps=args.timesteps, margin=args.margin, device=args.device)
+    opts = Options(**{k: v for k, v in given.items() if v is not None})
+    opts.seeds, opts.timesteps = max(1, opts.seeds), max(1, opts.timesteps)
+    try:
+        evaluation = Evaluation(args.run_dir, sink, control, opts)
+        # The same thread count as training: CPU results repeat exactly run to run.
+        torch.set_num_threads(cpu_threads(evaluation.cfg))
+        card = evaluation.run_all()
+    except (UserError, dataset.DatasetError, config.ConfigError) as exc:
+        sink.emit(protocol.Error(message=str(exc), hint=getattr(exc, "hint", ""),
+                                 field=getattr(exc, "field", "")))
+        return 2
+    except KeyboardInterrupt:
+        sink.emit(protocol.Error(message="Evaluation aborted (Ctrl-C twice)."))
+        return 1
+    except Exception as exc:  # noqa: BLE001 - every failure reaches the GUI as an error event
+        log.error("evaluation failed:\n%s", traceback.format_exc())
+        sink.emit(protocol.Error(message=f"Evaluation failed: {type(exc).__name__}: {exc}"))
+        return 1
+    if card is None:
+        sink.emit(protocol.Done(path="", stopped=True))
+        return 0
+    path = evaluation.run.path / rc.REPORT_FILE
+    sink.emit(Status("evaluating", card.recommendation.reason,
+                     {"recommended_epoch": card.recommendation.epoch,
+                      "recommended_file": card.recommendation.file}))
+    sink.emit(protocol.Done(path=str(path), files=[str(path)]))
+    return 0
