@@ -127,24 +127,33 @@ def test_a_run_without_held_out_images_is_refused(tmp_path, tiny_model):
     assert not (run / rc.REPORT_FILE).exists()
 
 
-def test_lora_files_skip_resume_points_and_temporaries(tmp_path, lora_files):
+def test_lora_files_are_the_run_layouts_own_list(tmp_path, lora_files):
+    """One list of a run's LoRA files (studio.lora_catalog over RunDir): the final file and the
+    step files in loras/ (and a pre-split run's checkpoints/), never a resume point's weights,
+    the diffusers-format copy or a stray .safetensors beside the final file."""
     import shutil
 
+    from studio import config, lora_catalog
+    from studio.project import RunDir
     from training.evaluate import lora_files as find
 
     run = tmp_path / "run"
-    for where in ("", "checkpoints", "checkpoints/step-000003", "checkpoints/.step-9.tmp",
-                  "loras"):
-        (run / where).mkdir(parents=True, exist_ok=True)
-    (run / "checkpoints/step-000003/state.json").write_text("{}")
-    shutil.copy(lora_files[0], run / "final.safetensors")
-    shutil.copy(lora_files[1], run / "loras/e1.safetensors")
-    shutil.copy(lora_files[1], run / "checkpoints/e2.safetensors")
-    shutil.copy(lora_files[0], run / "checkpoints/step-000003/lora.safetensors")
-    shutil.copy(lora_files[0], run / "checkpoints/.step-9.tmp/lora.safetensors")
-    (run / "not-a-lora.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
-    assert [p.relative_to(run).as_posix() for p in find(run)] == [
-        "checkpoints/e2.safetensors", "final.safetensors", "loras/e1.safetensors"]
+    for where in ("loras", "checkpoints", "resume/step-000003", "final-diffusers"):
+        (run / where).mkdir(parents=True)
+    (run / "config.toml").write_text(config.to_toml(config.TrainConfig(output_name="final")))
+    (run / "resume/step-000003/state.json").write_text("{}")
+    shutil.copy(lora_files[1], run / "final.safetensors")
+    shutil.copy(lora_files[0], run / "loras/final-step000010.safetensors")
+    shutil.copy(lora_files[0], run / "checkpoints/final-step000005.safetensors")
+    shutil.copy(lora_files[0], run / "resume/step-000003/lora.safetensors")
+    shutil.copy(lora_files[0], run / "final-diffusers/pytorch_lora_weights.safetensors")
+    shutil.copy(lora_files[0], run / "an-older-copy.safetensors")
+    found = find(RunDir(run))
+    assert [p.relative_to(run).as_posix() for p in found] == [
+        "checkpoints/final-step000005.safetensors", "loras/final-step000010.safetensors",
+        "final.safetensors"]
+    offered = lora_catalog.run_loras(RunDir(run))  # what the Generate tab lists
+    assert sorted(found) == sorted(f.path for f in offered.files)
 
 
 @pytest.fixture(scope="module")

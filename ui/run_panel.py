@@ -20,7 +20,8 @@ from ui.widgets.sample_strip import SampleStrip
 # One heading per protocol phase (a test checks that every phase has one).
 PHASE_TEXT = {Phase.LOADING_MODEL: "Loading the base model…",
               Phase.CACHING: "Preparing the images…", Phase.TRAINING: "Training",
-              Phase.SAMPLING: "Rendering samples…", Phase.SAVING: "Saving the LoRA…"}
+              Phase.SAMPLING: "Rendering samples…", Phase.SAVING: "Saving the LoRA…",
+              Phase.EVALUATING: "Making the report card…"}
 LOG_LINES = 5000
 
 
