@@ -30,7 +30,7 @@ from studio.project import Project, RunDir
 from studio.protocol import GenerateRequest, Progress, Status
 from studio.safetensors_header import read_header
 from training import copy_risk, models, style_stats, zero_shot
-from training.cache import encode_text
+from training.cache import encode_text, load_fitted
 from training.data import sdxl_time_ids, split_validation
 from training.events import Control, EventSink
 from training.generate import Cancelled, Generator, pipeline_from_base, save_png
@@ -196,9 +196,9 @@ class Evaluation:
         self.sink.emit(Status("evaluating", f"Measuring {len(self.held_out)} held-out and "
                                             f"{len(self.train_items)} training images"))
         fit = (self.size, self.size)
-        held = [dataset.load_fitted(it.image, fit) for it in self.held_out]
+        held = [load_fitted(it.image, fit) for it in self.held_out]
         self.reference = style_stats.StyleStats.of(style_stats.encode(self.base.vae, held))
-        train = [dataset.load_fitted(it.image, fit) for it in self.train_items]
+        train = [load_fitted(it.image, fit) for it in self.train_items]
         self.train_pixels = style_stats.to_pixels(train)
         self.train_latents = style_stats.encode(self.base.vae, train).latents
         self.typical = copy_risk.typical_distance(self.train_latents)
