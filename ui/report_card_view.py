@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
+from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QLabel,
                                QProgressBar, QPushButton, QScrollArea, QSplitter, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -20,19 +20,21 @@ from ui import outputs, theme
 from ui.widgets.image_preview import ImagePreview
 from ui.widgets.metric_chart import MetricChart
 
-COLUMNS = ("", "LoRA file", "Epoch", "Step", "Style match", "Fidelity", "Copy risk", "Val. loss")
+COLUMNS = ("", "LoRA file", "Style match", "Fidelity", "Copy risk", "Val. loss")
+COPY_COLUMN = 4
 COLUMN_TIPS = {
+    "LoRA file": "The epoch (or step) each file was saved at; the file name in its tooltip.",
     "Style match": "Distance of this file's images to the held-out style images, relative to "
                    "the base model's (1.00 = no closer than the base, 0 = the same statistics). "
                    "Lower is closer.",
     "Fidelity": "How often the base model, used as a zero-shot classifier, recognises the "
                 "prompt in this file's images (trigger word removed), as a share of the base "
-                "model's own score. Falling fidelity: the LoRA breaks prompts.",
+                "model's own score (its row: 100 %). Falling fidelity: the LoRA breaks prompts.",
     "Copy risk": "How close any image comes to a training image (pixel SSIM); flagged as a near "
                  "copy when it is almost the same picture.",
     "Val. loss": "The validation loss measured in training at this file's step.",
 }
-IMAGE_SIZE = 150  # the smallest an evaluation image is shown (a 64 px image: 2x, crisp)
+IMAGE_SIZE = 132  # the smallest an evaluation image is shown (a 64 px image: 2x, crisp)
 
 
 def _item(text: str, tip: str = "", align_right: bool = False) -> QTableWidgetItem:
@@ -46,17 +48,16 @@ def _item(text: str, tip: str = "", align_right: bool = False) -> QTableWidgetIt
 
 
 def fidelity_text(row: rc.Row) -> str:
-    if row.is_base:
-        return f"{100 * row.fidelity:.0f} % correct"
+    """Relative to the base model (its own row: 100 %); absolute where the base scored 0."""
     if row.fidelity_vs_base is None:
-        return f"{100 * row.fidelity:.0f} % correct"
-    return f"{100 * row.fidelity_vs_base:.0f} % of base"
+        return f"{100 * row.fidelity:.0f} % right"
+    return f"{100 * row.fidelity_vs_base:.0f} %"
 
 
 def copy_text(row: rc.Row) -> str:
     if row.copy_flag:
-        return f"⚠ near copy of {row.copy_nearest}" if row.copy_nearest else "⚠ near copy"
-    return f"no (SSIM {row.copy_ssim:.2f})"
+        return f"⚠ copy · {row.copy_ssim:.2f}"
+    return f"no · {row.copy_ssim:.2f}"
 
 
 def x_label(row: rc.Row, rows: list[rc.Row]) -> str:
@@ -114,8 +115,8 @@ class ReportCardView(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(
-            1, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 8)
+        self.table.horizontalHeader().setStretchLastSection(True)
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.use_button = QPushButton("Use this epoch")
         theme.set_role(self.use_button, "primary")
@@ -136,6 +137,7 @@ class ReportCardView(QWidget):
         chart_grid = QGridLayout()
         chart_grid.setSpacing(6)
         for i, chart in enumerate(self.charts.values()):
+            chart.setMinimumSize(150, 84)
             chart_grid.addWidget(chart, i // 2, i % 2)
 
         left = QWidget()
@@ -161,6 +163,9 @@ class ReportCardView(QWidget):
         scroll = QScrollArea()
         scroll.setWidget(self.images)
         scroll.setWidgetResizable(True)
+        # A row of images at least 2x a 64 px image; the base model's row below it is in view
+        # from about 1080 px of screen height, a scroll away on smaller screens.
+        scroll.setMinimumHeight(IMAGE_SIZE + self.fontMetrics().height() + 16)
         lower = QWidget()
         lower_layout = QVBoxLayout(lower)
         lower_layout.setContentsMargins(0, 0, 0, 0)
@@ -169,8 +174,8 @@ class ReportCardView(QWidget):
         self.split = QSplitter(Qt.Orientation.Vertical)
         self.split.addWidget(upper)
         self.split.addWidget(lower)
-        self.split.setStretchFactor(0, 1)
-        self.split.setStretchFactor(1, 1)
+        self.split.setStretchFactor(0, 2)
+        self.split.setStretchFactor(1, 3)
         self.split.setChildrenCollapsible(False)
 
         head = QHBoxLayout()
@@ -226,11 +231,11 @@ class ReportCardView(QWidget):
         for i, row in enumerate(self.rows):
             recommended = bool(row.file) and row.file == rec_file
             loss = "–" if row.val_loss is None else f"{row.val_loss:.4f}"
+            where = "base model" if row.is_base else rc.row_name(row, self.rows[1:])
+            tip = (self.card.base_model if self.card else "") if row.is_base else \
+                f"{row.file} (step {row.step})"
             cells = [_item("★" if recommended else "", "Recommended" if recommended else ""),
-                     _item("base model" if row.is_base else row.label, row.file or
-                           (self.card.base_model if self.card else "")),
-                     _item("–" if row.epoch is None else str(row.epoch), align_right=True),
-                     _item("–" if row.step is None else f"{row.step:,}", align_right=True),
+                     _item(where, tip),
                      _item(f"{row.style:.2f}", ", ".join(f"{k} {v:.2f}" for k, v in
                                                          row.style_parts.items()), True),
                      _item(fidelity_text(row), f"{100 * row.fidelity:.0f} % of its images "
@@ -241,13 +246,12 @@ class ReportCardView(QWidget):
             for column, cell in enumerate(cells):
                 if recommended:
                     cell.setFont(bold)
-                if column == 6 and row.copy_flag:
+                if column == COPY_COLUMN and row.copy_flag:
                     cell.setForeground(QColor(theme.ERROR))
                 if row.is_base:
                     cell.setForeground(QColor(theme.MUTED))
                 self.table.setItem(i, column, cell)
         self.table.resizeColumnsToContents()
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
 
     def _fill_charts(self, rec_file: str | None) -> None:
         loras = self.rows[1:]
@@ -278,14 +282,13 @@ class ReportCardView(QWidget):
 
     def _show_images(self, row: rc.Row | None) -> None:
         """The chosen file's images above the base model's (same prompts, same seeds)."""
-        for preview in self.previews:
-            self.image_grid.removeWidget(preview)
-            preview.deleteLater()
-        self.previews = []
+        # Hidden at once: deleteLater waits for the event loop (and a nested one may not come).
         while self.image_grid.count():
-            item = self.image_grid.takeAt(0)
-            if item.widget():
-                item.widget().deleteLater()
+            widget = self.image_grid.takeAt(0).widget()
+            if widget is not None:
+                widget.hide()
+                widget.deleteLater()
+        self.previews = []
         if row is None or self.card is None or self.run_dir is None:
             self.images_title.setText("")
             return
@@ -297,10 +300,10 @@ class ReportCardView(QWidget):
             + ("" if row.is_base else " (top) and the base model (bottom)")
             + ": the same held-out captions and seeds. Double-click an image for full size.")
         for r, shown_row in enumerate(shown):
-            name = QLabel("base" if shown_row.is_base else
-                          rc.row_name(shown_row, self.rows[1:]).replace(" ", "\n", 1))
+            name = QLabel("the base model" if shown_row.is_base else
+                          f"{rc.row_name(shown_row, self.rows[1:])} · {shown_row.label}")
             theme.set_role(name, "muted")
-            self.image_grid.addWidget(name, r, 0)
+            self.image_grid.addWidget(name, 2 * r, 0, 1, max(1, len(shown_row.images)))
             for c, rel in enumerate(shown_row.images):
                 preview = ImagePreview()
                 preview.setMinimumSize(IMAGE_SIZE, IMAGE_SIZE)
@@ -311,7 +314,7 @@ class ReportCardView(QWidget):
                 prompt = prompts[index] if 0 <= index < len(prompts) else ""
                 preview.title = f"{shown_row.label} · {prompt} · {Path(rel).name}"
                 preview.setToolTip(f"{prompt}\n{path.name}\nDouble-click for full size.")
-                self.image_grid.addWidget(preview, r, c + 1)
+                self.image_grid.addWidget(preview, 2 * r + 1, c)
                 self.previews.append(preview)
 
     # --- actions ---------------------------------------------------------------------------

@@ -104,6 +104,7 @@ class TrainTab(QWidget):
         right_split.setStretchFactor(0, 4)
         right_split.setStretchFactor(1, 1)
         right_split.setChildrenCollapsible(False)
+        self.right_split = right_split
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.settings)
         split.addWidget(right_split)
@@ -256,6 +257,10 @@ class TrainTab(QWidget):
             self.report.on_progress(self.evaluation.done, self.evaluation.total,
                                     self.evaluation.text)
         self.views.setCurrentWidget(self.report)
+        # The card's images need the height: the log and runs below keep a few lines.
+        sizes = self.right_split.sizes()
+        lower = min(sizes[1], 7 * self.fontMetrics().height())
+        self.right_split.setSizes([sum(sizes) - lower, lower])
 
     def start_evaluation(self, run_dir: Path) -> None:
         """The artist asked for a run's report card: free the GPU (the Generate tab's worker)

@@ -46,8 +46,10 @@ def test_card_after_a_run_use_this_epoch_and_copy(qtbot, ready, fake_worker, tmp
     assert tab.views.currentWidget() is view and view.run_dir == run
     table = view.table
     assert table.rowCount() == 5 and table.item(0, 1).text() == "base model"
-    assert [table.item(i, 2).text() for i in range(5)] == ["–", "1", "2", "3", "4"]
-    assert table.item(2, 0).text() == "★" and table.item(2, 5).text() == "100 % of base"
+    assert [table.item(i, 1).text() for i in range(5)] == [
+        "base model", "epoch 1", "epoch 2", "epoch 3", "epoch 4"]
+    assert table.item(2, 0).text() == "★" and table.item(2, 3).text() == "100 %"
+    assert table.item(4, 3).text() == "44 %" and table.item(2, 2).text() == "0.70"
     assert "epoch 2: style 0.70" in view.recommendation.text()
     assert "epochs 3, 4 lose fidelity" in view.recommendation.text()
     assert [p for _, p in view.charts["Style match"].points] == [0.85, 0.7, 0.55, 0.4]

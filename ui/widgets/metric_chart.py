@@ -23,7 +23,7 @@ class MetricChart(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
 
     def sizeHint(self) -> QSize:
-        return QSize(240, 150)
+        return QSize(200, 120)
 
     def set_points(self, points: list[tuple[str, float | None]], reference: float | None = None,
                    marked: int | None = None, fmt: str = "{:.2f}") -> None:
@@ -85,9 +85,11 @@ class MetricChart(QWidget):
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.setPen(QPen(QColor(theme.SUCCESS), 2))
             painter.drawEllipse(p, 7, 7)
-            painter.drawText(QRectF(p.x() - 50, p.y() - fm.height() - 8, 100, fm.height()),
-                             Qt.AlignmentFlag.AlignCenter,
-                             self.fmt.format(self.points[self.marked][1]))
+            text = self.fmt.format(self.points[self.marked][1])
+            width = fm.horizontalAdvance(text) + 4
+            x = min(max(p.x() - width / 2, area.left()), area.right() - width)  # kept inside
+            painter.drawText(QRectF(x, p.y() - fm.height() - 8, width, fm.height()),
+                             Qt.AlignmentFlag.AlignCenter, text)
         painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
         every = max(1, (n * fm.horizontalAdvance("00 ")) // max(1, int(area.width())) + 1)
         for i, (label, _) in enumerate(self.points):
