@@ -232,3 +232,41 @@ def test_evaluate_works_on_sdxl(tiny_sdxl, tmp_path):
     assert [r.epoch for r in card.rows] == [None, 1, 2]
     assert all(math.isfinite(r.style) and math.isfinite(r.copy_ssim) for r in card.rows)
     assert card.recommendation.reason
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("studio.demo").demo.assets_present(),
+                    reason="the pocket model / demo style set are not shipped")
+def test_a_random_noise_lora_scores_worse_than_the_base(tmp_path):
+    """Issue 16's "done when": a LoRA of random noise matches the held-out style no better than
+    the base model, loses prompt fidelity, and is not recommended; and the classifier on the
+    base model alone scores clearly above chance on its own images (so it measures something)."""
+    from conftest import unet_with_random_lora
+    from studio import config
+    from studio.demo import POCKET_MODEL, create_demo_project
+    from training.export import export_adapter
+    from training.metadata import TrainingFacts
+
+    project = create_demo_project(tmp_path / "demo")
+    cfg = project.load_config()
+    run = project.runs / "noise"
+    run.mkdir(parents=True)
+    (run / "config.toml").write_text(config.to_toml(cfg))
+    unet = unet_with_random_lora(POCKET_MODEL, cfg.rank, cfg.alpha, cfg.target_modules, seed=3,
+                                 scale=1.0)
+    facts = TrainingFacts(
+        base_model_name="pocket-model", base_model_version="sd_v1",
+        prediction_type="v_prediction", num_images=60, steps=150, epochs=10, max_steps=150,
+        tag_frequency={}, dataset_name="demo-style", training_started_at=0.0, session_id=1)
+    export_adapter(unet, cfg, facts, run / f"{cfg.output_name}.safetensors")
+    result = run_cli("evaluate", str(run), "--steps", "10", "--seeds", "1", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = rc.load(run)
+    base, noise = card.rows
+    chance = card.settings["chance"]
+    print(f"base fidelity {base.fidelity:.2f} (chance {chance:.2f}); noise LoRA: style "
+          f"{noise.style:.2f}, fidelity {noise.fidelity:.2f}")
+    assert base.fidelity >= 2 * chance  # the classifier works on the base model's own images
+    assert noise.style > rc.STYLE_BETTER  # no closer to the held-out style than the base
+    assert noise.fidelity < base.fidelity
+    assert card.recommendation.epoch is None and card.recommendation.file is None
