@@ -247,6 +247,9 @@ class TrainConfig:
     sample_cfg_scale: float = option(
         7.0, "Sample CFG scale", "How strongly samples follow the prompt.", "Validation",
         minimum=1.0, maximum=30.0, step=0.5, advanced=True)
+    evaluate_after_training: bool = option(True, "Report card after training", "When a run ends, "
+        "judge each LoRA file against the base model: style match, prompt fidelity, copy risk "
+        "(needs validation images; Train tab ▸ Report card).", "Validation")
 
     # --- Performance ------------------------------------------------------------------------
     mixed_precision: Precision = option(

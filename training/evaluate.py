@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from studio import config, dataset, protocol
+from studio import config, dataset, lora_catalog, protocol
 from studio import report_card as rc
 from studio.dataset.augment import full_caption, split_tags
 from studio.errors import UserError
@@ -55,25 +55,12 @@ class Options:
     device: str | None = None
 
 
-def lora_files(run_dir: Path) -> list[Path]:
-    """The run's LoRA files: every kohya-style .safetensors in the run folder and its
-    subfolders, except resume points (folders holding state.json) and unfinished temporaries."""
-    run_dir = Path(run_dir)
-    found = []
-    for path in sorted(run_dir.rglob("*.safetensors")):
-        parts = path.relative_to(run_dir).parts
-        if any(p.startswith(".") for p in parts):
-            continue
-        if any((run_dir.joinpath(*parts[:i]) / "state.json").is_file()
-               for i in range(1, len(parts))):
-            continue
-        try:
-            _, meta = read_header(path)
-        except ValueError:
-            continue
-        if "ss_network_module" in meta:  # not the diffusers-format copy: the same weights
-            found.append(path)
-    return found
+def lora_files(run: RunDir) -> list[Path]:
+    """The run's LoRA files, oldest first: the same list the Generate tab offers
+    (studio.lora_catalog.run_loras: the run layout's own RunDir.lora_files() plus the final
+    file), so the card has a row for exactly the files the artist can pick from."""
+    found = lora_catalog.run_loras(run)
+    return [f.path for f in found.checkpoints_oldest_first()] if found else []
 
 
 def _int(value: str | None) -> int | None:
@@ -111,7 +98,7 @@ class Evaluation:
                             "judge its style against (the training images would reward "
                             "copying).", "Set Validation images to 2 or more and train again.",
                             "validation_images")
-        self.files = lora_files(self.run.path)
+        self.files = lora_files(self.run)
         if not self.files:
             raise EvaluationError(f"No LoRA files in {self.run.path}.",
                                   "Evaluate a run that finished or saved checkpoints.")

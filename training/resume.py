@@ -36,7 +36,8 @@ RESUME_SAFE = {"output_name", "save_every_n_steps", "resume_point_every_minutes"
                "keep_resume_points", "sample_every_n_epochs", "sample_every_n_steps",
                "sample_prompts", "sample_steps", "sample_cfg_scale", "save_dtype",
                "export_diffusers", "author", "description", "cpu_threads", "validation_images",
-               "schema", "checkpoint_every_minutes", "keep_checkpoints"}
+               "schema", "checkpoint_every_minutes", "keep_checkpoints",
+               "evaluate_after_training"}
 
 
 class ResumeError(UserError):

@@ -21,7 +21,7 @@ from ui.widgets.sample_strip import SampleStrip
 PHASE_TEXT = {Phase.LOADING_MODEL: "Loading the base model…",
               Phase.CACHING: "Preparing the images…", Phase.TRAINING: "Training",
               Phase.SAMPLING: "Rendering samples…", Phase.SAVING: "Saving the LoRA…",
-              Phase.EVALUATING: "Judging each LoRA file…"}
+              Phase.EVALUATING: "Making the report card…"}
 LOG_LINES = 5000
 
 
@@ -41,6 +41,9 @@ class Banner(QFrame):
         self.show_button.setToolTip("Open the run folder in your file manager.")
         self.copy_button = QPushButton("Copy to…")
         self.copy_button.setToolTip("Copy the LoRA into another app's LoRA folder (remembered).")
+        self.report_button = QPushButton("Report card")
+        self.report_button.setToolTip("Which of the run's LoRA files to keep: style match, "
+                                      "prompt fidelity and copy risk per epoch.")
         self.field_button = QPushButton("Go to setting")
         self.field_button.setToolTip("Show the setting this error is about.")
         self.fix_button = QPushButton("Apply suggested settings")
@@ -51,6 +54,7 @@ class Banner(QFrame):
         head.addWidget(self.open_button)
         head.addWidget(self.show_button)
         head.addWidget(self.copy_button)
+        head.addWidget(self.report_button)
         head.addWidget(self.field_button)
         head.addWidget(self.fix_button)
         layout = QVBoxLayout(self)
@@ -67,6 +71,7 @@ class Banner(QFrame):
         self.body.setVisible(bool(body))
         self.copy_button.setVisible(has_lora)
         self.open_button.setVisible(has_lora)
+        self.report_button.setVisible(has_lora)
         self.show_button.setVisible(True)
         self.field_button.setVisible(bool(field))
         self.field_button.setProperty("field", field)
