@@ -18,8 +18,21 @@ from ui import theme
 from ui.widgets.elided_label import ElidedLabel
 
 
+# The slider snaps to 0 (the base model) and 1 (the LoRA as trained) within this distance: a
+# drag meant for "off" used to land on -0.05 (issue 14). Typed values are never snapped.
+SNAP = 0.1
+
+
 def _ticks(value: float) -> int:
     return round(value / STRENGTH_STEP)
+
+
+def snapped(value: float) -> float:
+    """A slider position as a strength: near 0 or 1 it is exactly 0 or 1."""
+    for mark in (0.0, 1.0):
+        if abs(value - mark) <= SNAP + 1e-9:
+            return mark
+    return value
 
 
 class AdapterRow(QFrame):
@@ -54,6 +67,9 @@ class AdapterRow(QFrame):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(_ticks(STRENGTH_MIN), _ticks(STRENGTH_MAX))
         self.slider.setPageStep(_ticks(0.25))
+        # Marks at −1, 0, 1 and 2 (the range starts at a mark): 0 and 1 are where to look.
+        self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
+        self.slider.setTickInterval(_ticks(1.0))
         self.slider.setToolTip("Strength: 1 is the LoRA as trained, 0 the base model, above 1 "
                                "exaggerates it, below 0 pushes away from it.")
         self.strength = QDoubleSpinBox()
@@ -61,7 +77,11 @@ class AdapterRow(QFrame):
         self.strength.setSingleStep(STRENGTH_STEP)
         self.strength.setDecimals(2)
         self.strength.setToolTip(self.slider.toolTip())
-        self.slider.valueChanged.connect(lambda v: self.set_strength(v * STRENGTH_STEP))
+        # Typed values are committed on Enter or when the box loses focus, never per keystroke:
+        # committing "0" of "0.7" re-wrote the box as "0.00" and the rest of the typing was lost
+        # (issue 14). The arrows and the wheel still commit at once.
+        self.strength.setKeyboardTracking(False)
+        self.slider.valueChanged.connect(lambda v: self.set_strength(snapped(v * STRENGTH_STEP)))
         self.strength.valueChanged.connect(self.set_strength)
         self.trigger_word = ""
 
