@@ -36,9 +36,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from studio import protocol  # noqa: E402 (the line above puts the repo on the path)
+from studio import protocol, step_plan  # noqa: E402 (the line above puts the repo on the path)
+from studio.config import TrainConfig  # noqa: E402
 from studio.protocol import (Done, Error, GenDone, GenProgress, Hello, ImageReady,  # noqa: E402
-                             Phase, Progress, Ready, Sample, Status, Validation, WarningEvent)
+                             LoraSaved, Phase, Progress, Ready, Sample, Status, Validation,
+                             WarningEvent)
 
 stop = threading.Event()
 record_file: list[Path] = []  # the run's events.jsonl, once the run folder is known
@@ -105,6 +107,14 @@ def fake_image(width: int, height: int, seed: int, adapters):
     colour = (int(min(255, 120 + 100 * weight)), 180, int(max(0, 220 - 120 * weight)))
     draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
     return image
+
+
+def write_lora_header(path: Path, metadata: dict[str, str]) -> Path:
+    """A header-only safetensors file with this `__metadata__` (what the catalog reads)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = json.dumps({"__metadata__": metadata}).encode()
+    path.write_bytes(len(meta).to_bytes(8, "little") + meta)
+    return path
 
 
 def save_png(image, text: str, path: Path) -> Path:
@@ -315,6 +325,13 @@ def main() -> int:
             emit(Validation(step=step, epoch=epoch, loss=loss * 1.1))
             emit(Sample(step=step, epoch=epoch, paths=write_samples(samples, step),
                         prompts=["zxq, a fox", "a fox"]))
+            # A LoRA file per epoch when the real worker's step plan says so (default: auto).
+            if step_plan.after_step(step, steps, epoch, True, False, TrainConfig(), 0.0,
+                                    total_epochs=-(-steps // max(1, steps // 3))).save_lora:
+                path = run / "loras" / f"fake-style-step{step:06d}.safetensors"
+                write_lora_header(path, {"modelspec.trigger_phrase": "inkwash",
+                                         "ss_steps": str(step), "ss_epoch": str(epoch)})
+                emit(LoraSaved(step=step, path=str(path)))
         if mode == "crash" and step == steps // 2:
             sys.stderr.write("Traceback (most recent call last):\n  File \"train.py\", line 1\n"
                              "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate "
@@ -329,10 +346,8 @@ def main() -> int:
         point = run / "resume" / f"step-{step:06d}"
         point.mkdir(parents=True, exist_ok=True)
         (point / "state.json").write_text(json.dumps({"step": step}))
-    adapter = run / "fake-style.safetensors"
-    meta = json.dumps({"__metadata__": {"modelspec.trigger_phrase": "inkwash",
-                                        "ss_steps": str(step)}}).encode()
-    adapter.write_bytes(len(meta).to_bytes(8, "little") + meta)  # a header-only safetensors
+    adapter = write_lora_header(run / "fake-style.safetensors",
+                                {"modelspec.trigger_phrase": "inkwash", "ss_steps": str(step)})
     emit(Done(path=str(adapter), stopped=stop.is_set() and step < steps, step=step,
               files=[str(adapter)]))
     return 0

@@ -52,6 +52,9 @@ class AdapterRow(QFrame):
         self.enabled.setToolTip("Use this LoRA when generating.")
         self.enabled.toggled.connect(self._on_enabled)
         self.name = ElidedLabel(title, bold=True)
+        self.outcome = QLabel()  # "stopped at step 81 of 600": not the LoRA as planned
+        theme.set_role(self.outcome, "muted")
+        self.outcome.hide()
         self.version = QComboBox()
         self.version.setToolTip("The final LoRA of this run or one of its checkpoints (earlier "
                                 "stages of training).")
@@ -84,6 +87,7 @@ class AdapterRow(QFrame):
         self.slider.valueChanged.connect(lambda v: self.set_strength(snapped(v * STRENGTH_STEP)))
         self.strength.valueChanged.connect(self.set_strength)
         self.trigger_word = ""
+        self.status = ""
 
         column = QVBoxLayout(self)
         column.setContentsMargins(8, 4, 8, 4)
@@ -92,6 +96,7 @@ class AdapterRow(QFrame):
         top.setSpacing(6)
         top.addWidget(self.enabled)
         top.addWidget(self.name, 1)
+        top.addWidget(self.outcome)
         top.addWidget(self.trigger)
         top.addWidget(self.remove)
         bottom = QHBoxLayout()
@@ -116,6 +121,15 @@ class AdapterRow(QFrame):
         self.version.blockSignals(False)
         self.version.setVisible(len(files) > 1)
         self._on_version()
+
+    def set_outcome(self, status: str, outcome: str) -> None:
+        """Mark a run that did not finish (stopped, failed, not finished); finished: no mark."""
+        self.status = status
+        shown = bool(status) and status != "finished"
+        self.outcome.setText(outcome if shown else "")
+        self.outcome.setVisible(shown)
+        self.outcome.setToolTip("This run did not train to the end: its LoRA file holds the "
+                                "state when it stopped." if shown else "")
 
     def select(self, path: Path) -> bool:
         index = self.version.findData(str(path))
@@ -221,22 +235,25 @@ class AdapterList(QWidget):
 
     def set_runs(self, runs: list[RunLoras], enable_newest: bool = False) -> None:
         """The project's runs (newest first), keeping each existing row's choices. The newest
-        run starts enabled when asked, or when the list was empty (the first LoRA)."""
+        finished run (lora_catalog.default_run) starts enabled when asked, or when the list was
+        empty (the first LoRA)."""
         enable_newest = enable_newest or not self.rows
         self.runs = runs
+        first = lora_catalog.default_run(runs)
         keys = {str(r.run) for r in runs}
         for row in [r for r in self.rows if not r.removable and r.key not in keys]:
             self._remove(row)
         run_rows = []
-        for index, run in enumerate(runs):
+        for run in runs:
             row = self.row_for(str(run.run))
             if row is None:
                 row = self._add_row(str(run.run), run.title, list(run.files), False)
-                if enable_newest and index == 0:
+                if enable_newest and run is first:
                     row.enabled.setChecked(True)
             else:
                 row.name.set_full_text(run.title)  # may have become ambiguous: see the catalog
                 row.set_files(list(run.files))
+            row.set_outcome(run.status, run.outcome)
             run_rows.append(row)
         # Newest run first, then the files added by hand (also the order of `adapters()`).
         self.rows = run_rows + [r for r in self.rows if r.removable]

@@ -138,9 +138,12 @@ class GridView(QWidget):
         self.run.clear()
         for run in runs:
             n = len(run.files)
-            self.run.addItem(f"{run.title}  ({n} file{'s' if n != 1 else ''})", run)
+            mark = "" if run.finished or not run.outcome else f" · {run.outcome}"
+            self.run.addItem(f"{run.title}{mark}  ({n} file{'s' if n != 1 else ''})", run)
+        keep = current.run if current is not None else None
+        first = lora_catalog.default_run(runs)  # the newest finished run, when nothing chosen
         index = next((i for i in range(self.run.count())
-                      if current is not None and self.run.itemData(i).run == current.run), 0)
+                      if self.run.itemData(i).run == (keep or (first and first.run))), 0)
         self.run.setCurrentIndex(index)
         self.run.blockSignals(False)
         self._update()
