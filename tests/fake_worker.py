@@ -295,6 +295,10 @@ def main() -> int:
     emit(Status(Phase.CACHING, "Encoded 3/6", {"done": 3, "total": 6}))
     emit(Status(Phase.TRAINING, "Training 15,360 LoRA parameters",
                 {"trainable_params": 15360, "unet_params": 990000, "steps": steps}))
+    print("[transformers] `CLIPImageProcessor` requires torchvision (not installed); falling "
+          "back to `CLIPImageProcessorPil` for backward compatibility.", file=sys.stderr)
+    print("Loading pipeline components...: 100%|##########| 5/5 [00:00<00:00, 39.37it/s]",
+          file=sys.stderr)  # what the real worker's libraries print
     print("INFO training on the CPU with 1 CPU thread(s)", file=sys.stderr, flush=True)
     if mode == "warn":
         emit(WarningEvent(message="Training is much slower than expected.",
