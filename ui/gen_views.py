@@ -1,5 +1,6 @@
 """The two ways the Generate tab helps choose: "with / without" (one seed, the LoRA on and off,
-side by side or overlaid) and the epoch × strength grid (rows: a run's checkpoints, columns: strengths)."""
+side by side or overlaid) and the epoch × strength grid (rows: a run's checkpoints, columns:
+strengths)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ PHASE_TEXT = {Phase.LOADING_MODEL: "Loading the base model…",
               Phase.SAMPLING: "Rendering samples…", Phase.SAVING: "Saving the LoRA…"}
 LOG_LINES = 5000
 # Messages of the libraries under the engine (transformers, diffusers, torch, tqdm bars), not
-# about the artist's run: "`CLIPImageProcessor` requires torchvision…" in the demo's log (issue 14).
+# about the artist's run: "`CLIPImageProcessor` requires torchvision…" in the demo's log
+# (issue 14).
 # They stay in the run's train.log and behind "Library messages".
 NOISE_PREFIXES = ("[transformers]", "[diffusers]", "[torch]", "[accelerate]", "[peft]",
                   "Loading pipeline components", "Loading weights", "Writing model shards",
