@@ -275,6 +275,9 @@ class TrainConfig:
         "Also save a LoRA file every N steps (in the run's loras/ folder), to compare stages of "
         "training (0: only at the end). Each one comes with a resume point.",
         "Output", minimum=0, maximum=1_000_000, step=50)
+    save_every_n_epochs: int = option(  # the rows of the Generate tab's epoch grid
+        -1, "LoRA file every N epochs", "Save a LoRA file every N epochs (-1: auto, every epoch "
+        "up to 20 epochs, else ~20 files; 0: never).", "Output", minimum=-1, maximum=10_000, step=1)
     resume_point_every_minutes: float = option(
         10.0, "Resume point every N minutes",
         "Save everything needed to resume (LoRA, optimizer, position) at least this often, so a "

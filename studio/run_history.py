@@ -26,6 +26,14 @@ class RunSummary:
     def name(self) -> str:
         return self.run.path.name
 
+    @property
+    def outcome(self) -> str:
+        """How the run ended, in a few words: "finished", "stopped at step 81 of 600", "failed",
+        "not finished" (crashed, or still running)."""
+        if self.status == "stopped":
+            return f"stopped at step {self.step:,} of {self.total:,}" if self.total else "stopped"
+        return {"incomplete": "not finished"}.get(self.status, self.status)
+
 
 TAIL_BYTES = 64 * 1024
 

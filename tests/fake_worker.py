@@ -46,7 +46,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from studio import protocol  # noqa: E402 (the line above puts the repo on the path)
+from studio import protocol, step_plan  # noqa: E402 (the line above puts the repo on the path)
+from studio.config import TrainConfig  # noqa: E402
 from studio.protocol import (Done, Error, GenDone, GenProgress, Hello, ImageReady,  # noqa: E402
                              LoraSaved, Phase, Progress, Ready, Sample, Status, Validation,
                              WarningEvent)
@@ -116,6 +117,14 @@ def fake_image(width: int, height: int, seed: int, adapters):
     colour = (int(min(255, 120 + 100 * weight)), 180, int(max(0, 220 - 120 * weight)))
     draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
     return image
+
+
+def write_lora_header(path: Path, metadata: dict[str, str]) -> Path:
+    """A header-only safetensors file with this `__metadata__` (what the catalog reads)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = json.dumps({"__metadata__": metadata}).encode()
+    path.write_bytes(len(meta).to_bytes(8, "little") + meta)
+    return path
 
 
 def save_png(image, text: str, path: Path) -> Path:
@@ -255,13 +264,6 @@ def serve(project: Path) -> int:
             emit(Error(message=f"{name}: not a command of the generation worker", field=name))
 
 
-def write_lora(path: Path, metadata: dict[str, str]) -> Path:
-    meta = json.dumps({"__metadata__": metadata}).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(len(meta).to_bytes(8, "little") + meta)  # a header-only safetensors
-    return path
-
-
 def run_settings(project: Path) -> str:
     """The run's config.toml: the project's settings as the run used them (the worker's rule),
     under the fake's output name."""
@@ -374,6 +376,10 @@ def main() -> int:
     emit(Status(Phase.CACHING, "Encoded 3/6", {"done": 3, "total": 6}))
     emit(Status(Phase.TRAINING, "Training 15,360 LoRA parameters",
                 {"trainable_params": 15360, "unet_params": 990000, "steps": steps}))
+    print("[transformers] `CLIPImageProcessor` requires torchvision (not installed); falling "
+          "back to `CLIPImageProcessorPil` for backward compatibility.", file=sys.stderr)
+    print("Loading pipeline components...: 100%|##########| 5/5 [00:00<00:00, 39.37it/s]",
+          file=sys.stderr)  # what the real worker's libraries print
     print("INFO training on the CPU with 1 CPU thread(s)", file=sys.stderr, flush=True)
     if mode == "warn":
         emit(WarningEvent(message="Training is much slower than expected.",
@@ -412,8 +418,12 @@ def main() -> int:
             emit(Validation(step=step, epoch=epoch, loss=loss * 1.1))
             emit(Sample(step=step, epoch=epoch, paths=write_samples(samples, step),
                         prompts=["zxq, a fox", "a fox"]))
-            if save_loras and step < steps:
-                path = write_lora(run / "loras" / f"fake-style-step{step:06d}.safetensors",
+            # LoRA files: every step when save_every_n_steps is set (the report card's tests),
+            # and per epoch when the real worker's step plan says so (default: auto).
+            per_epoch = step_plan.after_step(step, steps, epoch, True, False, TrainConfig(), 0.0,
+                                             total_epochs=-(-steps // max(1, steps // 3)))
+            if (save_loras and step < steps) or per_epoch.save_lora:
+                path = write_lora_header(run / "loras" / f"fake-style-step{step:06d}.safetensors",
                                   {"modelspec.trigger_phrase": "inkwash", "ss_steps": str(step),
                                    "ss_epoch": str(epoch)})
                 emit(LoraSaved(step=step, path=str(path)))
@@ -431,7 +441,7 @@ def main() -> int:
         point = run / "resume" / f"step-{step:06d}"
         point.mkdir(parents=True, exist_ok=True)
         (point / "state.json").write_text(json.dumps({"step": step}))
-    adapter = write_lora(run / "fake-style.safetensors",
+    adapter = write_lora_header(run / "fake-style.safetensors",
                          {"modelspec.trigger_phrase": "inkwash", "ss_steps": str(step),
                           **({"ss_epoch": str(epoch + 1)} if save_loras else {})})
     emit(Done(path=str(adapter), stopped=stop.is_set() and step < steps, step=step,

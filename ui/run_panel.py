@@ -23,6 +23,76 @@ PHASE_TEXT = {Phase.LOADING_MODEL: "Loading the base model…",
               Phase.SAMPLING: "Rendering samples…", Phase.SAVING: "Saving the LoRA…",
               Phase.EVALUATING: "Making the report card…"}
 LOG_LINES = 5000
+# Messages of the libraries under the engine (transformers, diffusers, torch, tqdm bars), not
+# about the artist's run: "`CLIPImageProcessor` requires torchvision…" in the demo's log
+# (issue 14).
+# They stay in the run's train.log and behind "Library messages".
+NOISE_PREFIXES = ("[transformers]", "[diffusers]", "[torch]", "[accelerate]", "[peft]",
+                  "Loading pipeline components", "Loading weights", "Writing model shards",
+                  "Fetching ", "warnings.warn(", "  warnings.warn(")
+NOISE_PARTS = ("FutureWarning:", "UserWarning:", "DeprecationWarning:", "requires torchvision",
+               "it/s]", "s/it]", "%|")
+
+
+def library_noise(line: str) -> bool:
+    """A line from a library rather than from the training engine (see NOISE_PREFIXES)."""
+    text = line.lstrip("\r")
+    return text.startswith(NOISE_PREFIXES) or any(part in text for part in NOISE_PARTS)
+
+
+class LogView(QWidget):
+    """The engine's log for the artist; library messages only when asked for."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.lines: list[str] = []
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setMaximumBlockCount(LOG_LINES)
+        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.text.setToolTip("What the training engine reports (everything, library messages "
+                             "too, is saved as train.log in the run folder).")
+        self.details = QCheckBox("Library messages")
+        self.details.setToolTip("Also show the messages of the libraries the engine uses "
+                                "(warnings about versions and optional packages, progress bars); "
+                                "useful when asking for help.")
+        self.details.toggled.connect(self._refill)
+        self.hidden = QLabel()
+        theme.set_role(self.hidden, "muted")
+        bar = QHBoxLayout()
+        bar.addStretch()
+        bar.addWidget(self.hidden)
+        bar.addWidget(self.details)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.text, 1)
+        layout.addLayout(bar)
+
+    def appendPlainText(self, line: str) -> None:  # noqa: N802 - QPlainTextEdit's name
+        self.lines = self.lines[-LOG_LINES:] + [line]
+        if self.details.isChecked() or not library_noise(line):
+            self.text.appendPlainText(line)
+        else:
+            self._count()
+
+    def toPlainText(self) -> str:  # noqa: N802
+        return self.text.toPlainText()
+
+    def clear(self) -> None:
+        self.lines.clear()
+        self.text.clear()
+        self._count()
+
+    def _count(self) -> None:
+        n = sum(1 for line in self.lines if library_noise(line))
+        self.hidden.setText(f"{n} library message{'s' if n != 1 else ''} hidden"
+                            if n and not self.details.isChecked() else "")
+
+    def _refill(self) -> None:
+        self.text.setPlainText("\n".join(line for line in self.lines if self.details.isChecked()
+                                         or not library_noise(line)))
+        self._count()
+
 
 
 class Banner(QFrame):
@@ -115,12 +185,7 @@ class RunPanel(QWidget):
         log_scale.setToolTip("Show the loss on a logarithmic axis (helps when it spans a wide "
                              "range).")
         log_scale.toggled.connect(self.plot.set_log_scale)
-        self.log = QPlainTextEdit()
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(LOG_LINES)
-        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.log.setToolTip("Everything the training engine reports (also saved as log.txt in "
-                            "the run folder).")
+        self.log = LogView()
         plot_head = QHBoxLayout()
         plot_head.addWidget(QLabel("<b>Loss</b>"))
         plot_head.addStretch()
