@@ -149,7 +149,8 @@ class Fit:
         return self.settings is not None
 
 
-def candidates(s: MemorySettings) -> list[MemorySettings]:
+def candidates(s: MemorySettings, quantizations: tuple[str, ...] = QUANTIZATIONS
+               ) -> list[MemorySettings]:
     """Settings to try, fastest first. Levers, in order of what they cost:
     1. gradient checkpointing (≈ 20-30 % slower steps), only when the same batch does not fit;
     2. a smaller batch, halved each time, with gradient accumulation keeping the effective batch
@@ -163,7 +164,8 @@ def candidates(s: MemorySettings) -> list[MemorySettings]:
         batches.append(b)
         b = b // 2 if b > 1 else 0
     optimizers = [s.optimizer] + (["adafactor"] if s.optimizer in ("adamw", "prodigy") else [])
-    quants = list(QUANTIZATIONS[QUANTIZATIONS.index(s.quantization):])
+    quants = [q for q in QUANTIZATIONS[QUANTIZATIONS.index(s.quantization):]
+              if q in quantizations or q == s.quantization]
     effective = s.batch_size * s.gradient_accumulation
     out = []
     for quant in quants:
@@ -182,14 +184,17 @@ def _changes(old: MemorySettings, new: MemorySettings) -> dict:
     return {n: getattr(new, n) for n in names if getattr(new, n) != getattr(old, n)}
 
 
-def fit(s: MemorySettings, gpu_bytes: int, predict: Callable[[MemorySettings], Plan]) -> Fit:
-    """The fastest candidate (see `candidates`) whose plan fits `gpu_bytes` with the margin."""
+def fit(s: MemorySettings, gpu_bytes: int, predict: Callable[[MemorySettings], Plan],
+        quantizations: tuple[str, ...] = QUANTIZATIONS) -> Fit:
+    """The fastest candidate (see `candidates`) whose plan fits `gpu_bytes` with the margin;
+    `quantizations` limits the base quantizations offered (those the trainer can run)."""
     plan = None
-    for n, cand in enumerate(candidates(s), 1):
+    tries = candidates(s, quantizations)
+    for n, cand in enumerate(tries, 1):
         plan = predict(cand)
         if fits(plan, gpu_bytes):
             return Fit(cand, plan, _changes(s, cand), n)
-    return Fit(None, plan, {}, len(candidates(s)))
+    return Fit(None, plan, {}, len(tries))
 
 
 # Settings names as TrainConfig spells them (for `--set`, presets and the GUI's fix buttons).

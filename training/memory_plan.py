@@ -325,6 +325,22 @@ def _predict(s: MemorySettings, real: bool = False, measure=None) -> Plan:
     return Plan(int(training), int(caching), int(sampling), parts, s, int(saved))
 
 
+def _quantized(plan: Plan, s: MemorySettings) -> Plan:
+    """A quantized base changes only how many bytes the frozen UNet weights take (activations
+    are computed in the compute precision either way), so it is the unquantized plan with the
+    weights recounted on the meta-device UNet: no second step to count."""
+    import dataclasses
+
+    unet = _build(_configs(resolve_model(s.model)), "unet", DTYPES[s.precision])
+    scale = quantized_bytes(s, unet)
+    delta = sum(int(scale(n, t, t.numel() * t.element_size())) - t.numel() * t.element_size()
+                for n, t in unet.named_parameters())
+    parts = dict(plan.parts, weights=plan.parts["weights"] + delta)
+    return dataclasses.replace(plan, training_bytes=plan.training_bytes + delta,
+                               sampling_bytes=plan.sampling_bytes + delta if
+                               plan.sampling_bytes else 0, parts=parts, settings=s)
+
+
 def _key(s: MemorySettings) -> str:
     folder = resolve_model(s.model)
     identity = json.dumps([_configs(folder), {**s.to_json(), "model": ""}, PLANNER_VERSION,
@@ -341,8 +357,106 @@ def predict(s: MemorySettings, cache_dir: Path | None = None) -> Plan:
             return Plan.from_json(json.loads(path.read_text(encoding="utf-8")))
         except (ValueError, KeyError, TypeError):
             pass  # a damaged or older entry: compute it again
-    plan = _predict(s)
+    if s.quantization != "none":
+        plan = _quantized(predict(s.replace(quantization="none"), cache_dir), s)
+    else:
+        plan = _predict(s)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic.write_text(path, json.dumps(plan.to_json(), indent=1))
     return plan
+
+
+def project_settings(project, cfg: TrainConfig) -> MemorySettings:
+    """The MemorySettings a project's training would run with: its model's configs, its
+    largest bucket, its caption rules; "auto" precision as this machine's GPU would pick it
+    (bf16 where there is none, as on most current cards)."""
+    from studio import dataset, plan
+    from studio.memory_fit import settings_for
+
+    items, _ = dataset.scan(project.resolve(cfg.dataset_dir), cfg.exclude_images, cfg.repeats)
+    sizes = plan.bucket_sizes([it.size for it in items], cfg)
+    precision = "bf16"
+    if torch.cuda.is_available():
+        from training.train import mixed_precision
+
+        precision = {"no": "fp32"}.get(mixed_precision(cfg), mixed_precision(cfg))
+    model = str(resolve_model(cfg.base_model, project.root))
+    return settings_for(cfg, model, sizes, len(items), precision)
+
+
+def report(project, cfg: TrainConfig, gpu_bytes: int | None) -> dict:
+    """The plan for a project and, with `gpu_bytes`, the fastest settings that fit that card
+    (`python -m training plan-memory`; the Train tab shows the same)."""
+    from studio.memory_fit import CONFIG_NAMES, fit, fits, needed_bytes
+
+    s = project_settings(project, cfg)
+    plan = predict(s, project.cache)
+    out = {"plan": plan.to_json(), "gpu_bytes": gpu_bytes, "fits": None, "fit": None}
+    if gpu_bytes:
+        out["fits"] = fits(plan, gpu_bytes)
+        found = fit(s, gpu_bytes, lambda c: predict(c, project.cache))
+        out["fit"] = {"ok": found.ok, "changes": found.changes, "tried": found.tried,
+                      "set": [f"{CONFIG_NAMES[k]}={str(v).lower()}" for k, v in
+                              found.changes.items()],
+                      "plan": found.plan.to_json() if found.plan else None,
+                      "needed_bytes": needed_bytes(found.plan) if found.plan else 0}
+    return out
+
+
+def to_text(r: dict) -> str:
+    def gib(n: int) -> str:
+        return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+    p, s = r["plan"], r["plan"]["settings"]
+    parts = ", ".join(f"{k.replace('_', ' ')} {gib(v)}" for k, v in p["parts"].items() if v)
+    lines = [f"Predicted peak GPU memory: {gib(p['peak_bytes'])} ({p['limit']})",
+             f"  model {s['model']}",
+             f"  {s['width']}x{s['height']} px, batch {s['batch_size']}, rank {s['rank']}, "
+             f"{s['precision']}, checkpointing {'on' if s['gradient_checkpointing'] else 'off'}, "
+             f"{s['optimizer']}, base {s['quantization']}",
+             f"  training  {gib(p['training_bytes'])}  ({parts})",
+             f"  caching   {gib(p['caching_bytes'])}  (VAE encoding {s['encode_batch']} images "
+             f"at a time)",
+             f"  sampling  {gib(p['sampling_bytes'])}" if s["sample_size"] else "  sampling  off",
+             f"  the card needs {gib(p['needed_bytes'])} (peak + allocator slack + CUDA context)"]
+    if r["gpu_bytes"]:
+        card = gib(r["gpu_bytes"])
+        f = r["fit"]
+        lines.append(f"Fit to my GPU ({card}): " + (
+            "fits as set." if r["fits"] else
+            "fits with " + ", ".join(f.get("set", [])) if f["ok"] else
+            f"nothing fits; the smallest setup tried needs {gib(f['needed_bytes'])}. "
+            f"Lower the resolution or the rank."))
+        if f["ok"] and not r["fits"]:
+            lines.append("  (python -m training train PROJECT " +
+                         " ".join(f"--set {x}" for x in f["set"]) + ")")
+    return "\n".join(lines)
+
+
+def cli(project_dir: Path, config_file: Path | None, overrides: list[str],
+        gpu_gb: float | None, as_json: bool) -> int:
+    """`python -m training plan-memory PROJECT [--gpu-gb N] [--json]`; exit 2 on bad input."""
+    import sys
+
+    from studio import config, dataset
+    from studio.config import ConfigError
+    from studio.project import Project
+    from training.check import device_info
+
+    project = Project(project_dir.resolve())
+    if not project.root.is_dir():
+        print(f"Project folder not found: {project.root}", file=sys.stderr)
+        return 2
+    try:
+        cfg = project.load_config()
+        if config_file is not None:
+            cfg = config.load(config_file, cfg)
+        cfg = config.parse_overrides(overrides, cfg)
+        gpu = int(gpu_gb * 2**30) if gpu_gb else device_info()["memory_bytes"] or None
+        r = report(project, cfg, gpu)
+    except (ConfigError, dataset.DatasetError, FileNotFoundError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(json.dumps(r) if as_json else to_text(r))  # JSON on one line, like the events
+    return 0
