@@ -94,7 +94,13 @@ def test_auto_evaluation_shows_progress_and_can_be_cancelled(qtbot, ready, fake_
     tab.panel.banner.report_button.click()
     view = tab.report
     assert view.run_dir == run and not view.progress_row.isHidden()
-    assert view.progress.maximum() == 8 and "Report card" in tab.views.tabText(1)
+    from studio import lora_catalog
+    from studio.project import RunDir
+
+    files = lora_catalog.run_loras(RunDir(run)).checkpoints_oldest_first()
+    # 4 images (2 prompts × 2 seeds) for the base and for every LoRA file (per epoch + final)
+    assert view.progress.maximum() == 4 * (1 + len(files)) and len(files) >= 2
+    assert "Report card" in tab.views.tabText(1)
     with qtbot.waitSignal(tab.run_finished, timeout=20000) as finished:
         view.cancel_button.click()
     assert finished.args == [0, False]
