@@ -1,5 +1,5 @@
 """The LoRAs to generate with: one row per training run of the project (its final file or a
-checkpoint) and per file added from disk, each with an enable box, a strength slider (−1 … 2)
+per-epoch LoRA file) and per file added from disk, each with an enable box, a strength slider (−1 … 2)
 with a number box, and a button that puts its trigger word into the prompt."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class AdapterRow(QFrame):
         theme.set_role(self.outcome, "muted")
         self.outcome.hide()
         self.version = QComboBox()
-        self.version.setToolTip("The final LoRA of this run or one of its checkpoints (earlier "
+        self.version.setToolTip("The final LoRA of this run or one of its per-epoch LoRA files (earlier "
                                 "stages of training).")
         self.version.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.version.currentIndexChanged.connect(self._on_version)

@@ -1,5 +1,5 @@
 """The two ways the Generate tab helps choose: "with / without" (one seed, the LoRA on and off,
-side by side or overlaid) and the epoch × strength grid (rows: a run's checkpoints, columns:
+side by side or overlaid) and the epoch × strength grid (rows: a run's LoRA files, columns:
 strengths)."""
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class GridView(QWidget):
         super().__init__(parent)
         self.path: Path | None = None
         self.run = QComboBox()
-        self.run.setToolTip("The training run whose checkpoints (epochs) make the rows.")
+        self.run.setToolTip("The training run whose LoRA files (one per epoch) make the rows.")
         self.run.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.run.setMinimumContentsLength(18)
@@ -157,14 +157,14 @@ class GridView(QWidget):
         self.strengths.textChanged.connect(self._update)
         self.button = QPushButton("Make grid")
         theme.set_role(self.button, "primary")
-        self.button.setToolTip("Render the prompt once per checkpoint and strength with the "
+        self.button.setToolTip("Render the prompt once per LoRA file and strength with the "
                                "same seed; the standard way to pick the best epoch.")
         self.button.clicked.connect(self._request)
         self.summary = QLabel()
         self.summary.setWordWrap(True)
         theme.set_role(self.summary, "muted")
         self.preview = GridPreview()
-        self.preview.set_message("Rows: the checkpoints of a run (earliest at the top). "
+        self.preview.set_message("Rows: the LoRA files of a run (earliest at the top). "
                                  "Columns: strengths.\nThe prompt, seed and settings on the "
                                  "left are used for every cell.")
         self.open_button = QPushButton("Open full size")
@@ -239,7 +239,7 @@ class GridView(QWidget):
             text = problem
         else:
             rows = len(run.files)
-            text = (f"{rows} checkpoint{'s' if rows != 1 else ''} × {len(values)} strengths = "
+            text = (f"{rows} LoRA file{'s' if rows != 1 else ''} × {len(values)} strengths = "
                     f"{rows * len(values)} images")
         self.summary.setText(text)
         self.button.setEnabled(run is not None and not problem and not self.busy)

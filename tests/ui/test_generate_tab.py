@@ -259,7 +259,7 @@ def test_the_grid_command_and_its_result(qtbot, gen, fake_worker, tmp_path, monk
     grid = tab.grid
     tab.views.setCurrentWidget(grid)
     assert grid.run.count() == 2 and "3 files" in grid.run.currentText()
-    assert "3 checkpoints × 5 strengths = 15 images" in grid.summary.text()
+    assert "3 LoRA files × 5 strengths = 15 images" in grid.summary.text()
     grid.strengths.setText("0, 1.5, banana")
     assert not grid.button.isEnabled() and "banana" in grid.summary.text()
     grid.strengths.setText("0, 0.5, 1")
