@@ -12,8 +12,8 @@ from typing import Any
 
 import tomli_w
 
-from studio.config_choices import (CaptionStyle, LrSchedule, Optimizer, Precision,
-                                   PredictionType, SaveDtype, TargetPreset)
+from studio.config_choices import (BaseQuantization, CaptionStyle, LrSchedule, Optimizer,
+                                   Precision, PredictionType, SaveDtype, TargetPreset)
 from studio.config_schema import SCHEMA_VERSION, migrate  # config.SCHEMA_VERSION: used as is
 from studio.paths import name_problem
 
@@ -218,6 +218,19 @@ class TrainConfig:
         False, "Gradient checkpointing",
         "Recompute activations in the backward pass: much less GPU memory, about 20% slower.",
         "Performance", advanced=True)
+    base_quantization: BaseQuantization = option(
+        BaseQuantization.none, "Base model quantization",
+        "Store the frozen base UNet in fewer bits to save GPU memory (the LoRA itself still trains "
+        "and saves in full precision; steps get somewhat slower). int8: needs the torchao package, "
+        "works everywhere, CPU included. nf4 (QLoRA): needs bitsandbytes and an NVIDIA GPU. fp8: "
+        "needs torchao and an NVIDIA RTX 40 (Ada) or newer GPU.", "Performance", advanced=True)
+    compile_unet: bool = option(
+        False, "Compile the UNet", "torch.compile on the UNet's transformer blocks (CUDA only; "
+        "ignored on the CPU). The first steps take longer while it compiles.", "Performance",
+        advanced=True)
+    channels_last: bool = option(
+        False, "Channels-last memory layout", "Store the UNet's convolution inputs channels-last, "
+        "which tensor cores prefer (CUDA only; ignored on the CPU).", "Performance", advanced=True)
     cpu_threads: int = option(
         0, "CPU threads",
         "Torch threads when training on the CPU. 0 picks half the cores (one on a 2-core machine, "

@@ -47,3 +47,10 @@ class CaptionStyle(enum.StrEnum):
 class SaveDtype(enum.StrEnum):
     fp16 = "fp16"  # what other tools expect; bf16 is unreadable for some (lora-formats.md §6)
     fp32 = "fp32"
+
+
+class BaseQuantization(enum.StrEnum):
+    none = "none"  # frozen UNet in the compute precision
+    int8 = "int8"  # torchao int8 weight-only: any device, CPU included
+    nf4 = "nf4"  # bitsandbytes 4-bit NormalFloat (QLoRA, Dettmers et al. 2023): NVIDIA GPUs
+    fp8 = "fp8"  # torchao float8 weight-only: NVIDIA RTX 40 / Ada (compute capability 8.9) or newer

@@ -23,7 +23,10 @@ CONTEXT_BYTES = int(0.6 * GIB)
 FRAGMENTATION = 0.10
 SAFETY = 0.05  # of the card: other programs, driver differences, our own error
 
-QUANTIZATIONS = ("none", "fp8", "nf4")  # frozen base UNet: bf16/fp16, fp8 (torchao), NF4 (bnb)
+# The frozen base UNet: as computed (bf16/fp16), fp8 or int8 (torchao, 1 byte a weight), NF4
+# (bitsandbytes); in TrainConfig.base_quantization's spelling. fp8 before int8: same bytes, but
+# fp8 matmuls run on Ada/Hopper tensor cores while int8 weight-only dequantizes every call.
+QUANTIZATIONS = ("none", "fp8", "int8", "nf4")
 PRECISIONS = ("fp32", "fp16", "bf16")
 OPTIMIZERS = ("adamw", "adamw8bit", "prodigy", "adafactor")
 ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
@@ -132,7 +135,7 @@ def settings_for(cfg, model: str, buckets: list[tuple[int, int]], images: int = 
         train_text_encoder=cfg.train_text_encoder,
         live_text=live_text(cfg.caption_dropout, cfg.shuffle_tags, cfg.tag_dropout,
                             cfg.train_text_encoder),
-        optimizer=cfg.optimizer.value, quantization=getattr(cfg, "base_quantization", "none"),
+        optimizer=cfg.optimizer.value, quantization=str(cfg.base_quantization.value),
         gradient_accumulation=cfg.gradient_accumulation_steps,
         sample_size=cfg.resolution if samples else 0, images=images)
 
@@ -156,8 +159,8 @@ def candidates(s: MemorySettings, quantizations: tuple[str, ...] = QUANTIZATIONS
     2. a smaller batch, halved each time, with gradient accumulation keeping the effective batch
        (fewer images per kernel launch: slower per image, same training);
     3. Adafactor instead of AdamW/Prodigy (no per-weight moments; changes the optimizer);
-    4. a quantized frozen base last (fp8, then NF4): dequantizing every layer costs time and
-       some precision."""
+    4. a quantized frozen base last (fp8, int8, then NF4): dequantizing every layer costs time
+       and some precision."""
     batches = []
     b = s.batch_size
     while b >= 1:

@@ -115,6 +115,7 @@ def _train_config(s: MemorySettings) -> TrainConfig:
 
 QUANT_BYTES = {  # bytes per weight of a quantized Linear, and extra bytes per output row
     "fp8": (1.0, 4),  # torchao float8 weight-only: e4m3 weights + one fp32 scale per row
+    "int8": (1.0, 4),  # torchao int8 weight-only (Int8WeightOnlyConfig): int8 + a scale per row
     "nf4": (0.5 + 4 / 64, 0),  # bitsandbytes NF4: 4 bits + an fp32 absmax per 64-value block
 }
 

@@ -20,7 +20,7 @@ from studio.config import Precision, TrainConfig
 from studio.diskspace import ensure_free
 from studio.project import Project, RunDir
 from studio.protocol import LoraSaved, Progress, Status
-from training import data as training_data, models, sampling
+from training import data as training_data, models, quantize, sampling, speedups
 from training.events import Control, EventSink
 from training.export import export_adapter
 from training.loss import LatentScale, train_step
@@ -100,6 +100,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
         log.info("training on the CPU with %d CPU thread(s)", torch.get_num_threads())
     else:
         log.info("training on %s with %s mixed precision", device, accelerator.mixed_precision)
+    quantize.require(cfg, device)  # refused before seconds of loading and caching
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
@@ -129,10 +130,12 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     #    encoders too (kohya's q/k/v/out/fc1/fc2), with its own learning rate.
     unet = base.unet
     unet.to(device, dtype=weight_dtype)
+    quantize.quantize_unet(unet, cfg, device)  # before the LoRA: peft wraps quantized layers
     params = models.add_lora(unet, cfg)
     text_params = models.add_text_lora(base, cfg) if cfg.train_text_encoder else []
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
+    speedups.apply(unet, cfg, device)  # CUDA only: regional compile, channels-last
     n_trainable = sum(p.numel() for p in params)
     n_unet = sum(p.numel() for p in unet.parameters())
     lora_bytes = n_trainable * 4
