@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 TORCH_VERSION = "2.13.0"
 TORCH_INDEX = "https://download.pytorch.org/whl"
-BITSANDBYTES = "bitsandbytes==0.50.2"  # AdamW 8-bit (training/optim.py); CUDA machines only
+BITSANDBYTES = "bitsandbytes==0.50.2"  # AdamW 8-bit (training/optim.py), nf4 base; CUDA only
+TORCHAO = "torchao==0.18.0"  # int8 / fp8 frozen base (training/quantize.py); BSD-3-Clause
 
 
 @dataclass(frozen=True)
@@ -117,13 +118,13 @@ def choose_torch(system: str, machine: str, gpus: list[Gpu]) -> TorchChoice:
     if not gpus:
         return cpu
     if system not in {"Linux", "Windows"} or machine.lower() not in {"x86_64", "amd64"}:
-        return TorchChoice(pin, None, "cuda", (BITSANDBYTES,), note=(
+        return TorchChoice(pin, None, "cuda", (BITSANDBYTES, TORCHAO), note=(
             f"{gpus[0].name}: using PyPI's PyTorch for {system} {machine}; "
             "if training says it runs on the CPU, install a CUDA build by hand."))
     for build in CUDA_BUILDS:
         if all(_fits(build, system, gpu) for gpu in gpus):
             return TorchChoice(f"{pin}+{build.tag}", f"{TORCH_INDEX}/{build.tag}", "cuda",
-                               (BITSANDBYTES,), note=(
+                               (BITSANDBYTES, TORCHAO), note=(
                                    f"{gpus[0].name}: PyTorch for CUDA {build.cuda} (driver "
                                    f"{_dotted(gpus[0].driver)})."))
     return _cpu_with_reason(cpu, system, gpus)

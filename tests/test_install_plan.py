@@ -54,6 +54,7 @@ def test_the_build_fits_the_machine(system, machine, gpus, requirement, device, 
         assert choice.pip_args() == [requirement, "--extra-index-url",
                                      f"https://download.pytorch.org/whl/{tag}"]
         assert any(x.startswith("bitsandbytes==") for x in choice.extras)
+        assert any(x.startswith("torchao==") for x in choice.extras)
     else:
         assert not choice.extras
 
