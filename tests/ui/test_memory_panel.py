@@ -138,3 +138,13 @@ def test_typing_restarts_one_prediction_and_a_run_pauses_it(qtbot, ready, fake_w
         panel.figure.text()
     ready.train_tab.running_changed.emit(False)
     assert predicted(qtbot, panel).settings.rank == 9
+
+
+def test_closing_the_window_ends_a_prediction(qtbot, ready, fake_worker):
+    panel = ready.train_tab.settings.memory
+    fake_worker.plan_delay = 30
+    ready.session.update(rank=10)
+    qtbot.waitUntil(lambda: panel.planner.state == "predicting", timeout=5000)
+    worker = panel.planner.worker
+    ready.close()
+    assert worker.wait(5000) and panel.planner.worker is None
