@@ -1,7 +1,8 @@
-"""Numbers shown before training: LoRA size, steps, rough GPU memory (pure Python, instant).
+"""Numbers shown before training: LoRA size and steps (pure Python, instant).
 
 These update live as the artist drags the rank, so they use only layer shapes
-(studio/base_model/layers.py) and arithmetic, never a model load.
+(studio/base_model/layers.py) and arithmetic, never a model load. GPU memory is not guessed
+here: the memory planner counts it (training/memory_plan.py, studio/memory_fit.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from studio.dataset import plan
 from studio.config import TrainConfig, unet_targets
 from studio.units import human_bytes, human_count, human_duration  # noqa: F401 - re-exported
 
-GB = 1024**3
 
 
 def matches(name: str, targets: tuple[str, ...]) -> bool:
@@ -46,7 +46,6 @@ class Estimate:
     params: int  # trainable LoRA parameters
     unet_params: int  # 0 = unknown
     file_bytes: int
-    gpu_bytes: int  # 0 = unknown
 
     @property
     def share(self) -> float | None:
@@ -61,27 +60,6 @@ def file_size(params: int, n_layers: int, save_dtype: str) -> int:
     return params * per_value + n_layers * per_value + tensors * 160 + 4096
 
 
-def gpu_memory(unet_params: int, params: int, cfg: TrainConfig) -> int:
-    """A rough guess at peak GPU memory, for warnings, not a promise.
-
-    Basis: the full SD1.5 UNet at 512 px, batch 1, cached latents used about 3.1 GB for
-    activations and gradients on top of its fp32 weights (machine-notes.md §3, CPU RSS 7.0 GB
-    minus 3.4 GB weights and ≈0.45 GB runtime); half precision roughly halves that. Activations
-    scale with batch x pixels x model size; gradient checkpointing keeps roughly a quarter.
-    """
-    if not unet_params:
-        return 0
-    half = cfg.mixed_precision.value != "no"
-    weights = unet_params * (2 if half else 4)
-    lora_state = params * 16  # fp32 weights + gradients + two AdamW moments
-    scale = cfg.batch_size * (cfg.resolution / 512) ** 2 * (unet_params / 860e6)
-    activations = 3.1 * GB * (0.5 if half else 1.0) * scale
-    if cfg.gradient_checkpointing:
-        activations /= 4
-    runtime = 0.6 * GB  # CUDA context and allocator slack
-    return int(weights + lora_state + activations + runtime)
-
-
 def estimate(info: ModelInfo, cfg: TrainConfig) -> Estimate | None:
     """The LoRA for `cfg` on the model `info` describes; None when its layers are unknown."""
     if not info.layers:
@@ -91,5 +69,4 @@ def estimate(info: ModelInfo, cfg: TrainConfig) -> Estimate | None:
         wrapped += list(info.text_layers)
     params = lora_params(wrapped, cfg.rank)
     return Estimate(len(wrapped), params, info.unet_params,
-                    file_size(params, len(wrapped), cfg.save_dtype.value),
-                    gpu_memory(info.unet_params, params, cfg))
+                    file_size(params, len(wrapped), cfg.save_dtype.value))

@@ -9,7 +9,9 @@ the first settings whose plan, with the safety margin, fits the card.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 GIB = 1024**3
@@ -88,7 +90,7 @@ class Plan:
         return max(phases, key=phases.get)
 
     def to_json(self) -> dict:
-        return {"training_bytes": self.training_bytes, "caching_bytes": self.caching_bytes,
+        return {"version": PLANNER_VERSION, "training_bytes": self.training_bytes, "caching_bytes": self.caching_bytes,
                 "sampling_bytes": self.sampling_bytes, "peak_bytes": self.peak_bytes,
                 "needed_bytes": needed_bytes(self), "limit": self.limit, "parts": self.parts,
                 "saved_bytes": self.saved_bytes,
@@ -115,6 +117,65 @@ def live_text(caption_dropout: float, shuffle_tags: bool, tag_dropout: float,
     """Whether the text encoders run every step (and so stay on the GPU): the rule of
     training/data.py (captions that change per step, or a trained text encoder)."""
     return caption_dropout > 0 or shuffle_tags or tag_dropout > 0 or train_text_encoder
+
+
+SHORT_NAMES = {"sd15": "sd15", "sd1": "sd15", "sd2": "sd2-base", "sd2-base": "sd2-base",
+               "sd2-v": "sd2-v", "sdxl": "sdxl-base", "sdxl-base": "sdxl-base"}
+
+
+def model_folder(value: str, project_root: Path | None = None) -> Path:
+    """A folder of component configs for a base-model setting: a short name (sd15, sdxl), a
+    diffusers folder, a Hub id in the local cache, or a single .safetensors checkpoint (its
+    architecture's shipped config folder). Raises FileNotFoundError when there is none."""
+    from studio.base_model import configs, detect, inspect
+
+    if value in SHORT_NAMES:
+        return configs.ASSETS_CONFIGS / SHORT_NAMES[value]
+    try:  # the worker's own lookup (a path, relative to the project, or a cached Hub id)
+        path, _ = inspect.locate(value, project_root)
+    except detect.BaseModelRefused as exc:
+        raise FileNotFoundError(f"No model configs found for {value!r}: {exc}") from None
+    if path.is_file():
+        found = detect.detect(path)
+        return configs.config_folder(found.architecture, found.prediction_type)
+    if (path / "unet" / "config.json").is_file():
+        return path
+    raise FileNotFoundError(f"No model configs found for {value!r}: give a diffusers folder, a "
+                            f"single .safetensors file, or one of {', '.join(SHORT_NAMES)}.")
+
+
+def project_settings(cfg, project_root: Path, items: list, precision: str = "bf16"
+                     ) -> MemorySettings:
+    """The MemorySettings a project trains with: its model's configs, the largest bucket of its
+    training images (studio.dataset Items, held-out ones included: they are cached too) and
+    their count. The worker (training/memory_plan.py) and the Train tab both call this."""
+    from studio.dataset import plan
+
+    sizes = plan.bucket_sizes([it.size for it in items], cfg)
+    return settings_for(cfg, str(model_folder(cfg.base_model, project_root)), sizes, len(items),
+                        precision)
+
+
+def cached(cache_dir: Path, wanted: list[MemorySettings]) -> Plan | None:
+    """A plan predicted before for any of `wanted`, from cache_dir/memory/*.json (what
+    training/memory_plan.predict writes), matched by its settings: no torch needed, so the
+    window shows a known plan at once. Damaged files and older planner versions are skipped."""
+    folder = Path(cache_dir) / "memory"
+    try:
+        files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    for path in files:
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            if d.get("version", 1) != PLANNER_VERSION or not d.get("settings"):
+                continue
+            plan = Plan.from_json(d)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if plan.settings in wanted:
+            return plan
+    return None
 
 
 def settings_for(cfg, model: str, buckets: list[tuple[int, int]], images: int = 0,

@@ -51,6 +51,9 @@ class AppSettings:
     # Folders the artist copies finished LoRAs to (ComfyUI models/loras, A1111 models/Lora, ...).
     lora_folders: list[str] = field(default_factory=list)
     window_geometry: str = ""  # QMainWindow.saveGeometry() as hex; opaque to this module
+    # The card the Train tab predicts GPU memory for: "detected" (this machine's GPU) or its
+    # size in GB ("8"); "" = this machine's GPU, else an 8 GB card (ui/device.py).
+    planner_gpu: str = ""
     warnings: list[str] = field(default_factory=list, compare=False, metadata={"transient": True})
 
     def remember_project(self, path: Path | str) -> None:

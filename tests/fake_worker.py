@@ -33,6 +33,8 @@ LoRA files as studio.lora_catalog lists them (style better and fidelity lower wi
 file, so the later ones lose fidelity); `stop` or stdin closing stops it without a card.
 
     FAKE_EVAL_MODE      ok (default) | error (refused: no held-out images, exit 2)
+
+`plan-memory PROJECT ...` plays the memory planner: see tests/fake_planner.py.
 """
 
 from __future__ import annotations
@@ -331,6 +333,10 @@ def evaluate(run: Path) -> int:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["plan-memory"]:
+        from fake_planner import plan_memory  # tests/, beside this script
+
+        return plan_memory()
     if sys.argv[1:2] == ["evaluate"]:
         if "--control-stdin" in sys.argv:
             threading.Thread(target=read_stdin, args=(os.environ.get("FAKE_WORKER_RECORD"),),

@@ -40,3 +40,24 @@ def test_check_fails_on_a_broken_dataset(tmp_path, tiny_model):
     proc = check(project)
     assert proc.returncode == 2
     assert "bad.png" in proc.stdout + proc.stderr
+
+
+def test_check_reports_the_planners_figure_or_says_not_predicted(tmp_path, tiny_model):
+    """One memory figure (issue 17 item 9): check shows the plan `plan-memory` cached for these
+    settings, and without one says so instead of a rough guess."""
+    from conftest import run_cli
+
+    project = make_project(tmp_path / "p", tiny_model, n_images=4)
+    before = json.loads(check(project, "--json").stdout)
+    assert before["gpu_memory"]["predicted"] is False and before["gpu_memory_bytes"] is None
+    assert "not predicted yet" in check(project).stdout
+    assert all(p["gpu_bytes"] is None and not p["predicted"] for p in before["presets"])
+    planned = run_cli("plan-memory", str(project), "--gpu-gb", "8", "--no-fit", "--json")
+    assert planned.returncode == 0, planned.stderr
+    plan = planned.events[0]
+    assert plan["fit"] is None and plan["fits"] is True  # --no-fit: the plan alone
+    after = json.loads(check(project, "--json").stdout)
+    assert after["gpu_memory"]["predicted"] is True
+    assert after["gpu_memory_bytes"] == plan["plan"]["needed_bytes"]
+    assert after["gpu_memory"]["peak_bytes"] == plan["plan"]["peak_bytes"]
+    assert "GPU memory (predicted): peak" in check(project).stdout

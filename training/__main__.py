@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     mem.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     mem.add_argument("--gpu-gb", type=float, help="the card's memory in GiB (default: this "
                                                   "machine's GPU, if any)")
+    mem.add_argument("--no-fit", action="store_true", help="only the plan (and whether it fits "
+                                                            "the card), not the fit search")
     mem.add_argument("--json", action="store_true", help="print the plan as JSON")
     sub.add_parser("defaults", help="print every setting with its help, as TOML")
     demo = sub.add_parser("demo", help="train the demo style LoRA on the bundled pocket model")
@@ -300,7 +302,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_plan_memory(args: argparse.Namespace) -> int:
     from training import memory_plan
 
-    return memory_plan.cli(args.project, args.config, args.set, args.gpu_gb, args.json)
+    return memory_plan.cli(args.project, args.config, args.set, args.gpu_gb, args.json,
+                           not args.no_fit)
 
 
 def cmd_defaults(args: argparse.Namespace) -> int:

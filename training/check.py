@@ -2,8 +2,11 @@
 
 The dataset scan's findings (studio.dataset.scanner, the worker's own check, every image decoded
 once), the bucket histogram and step count (studio.dataset.plan, the same code the trainer
-uses), the model and the size of its LoRA, and rough GPU memory and time for the device here,
-with the GPU-memory presets that fit.
+uses), the model and the size of its LoRA, rough time for the device here, and the GPU memory
+the planner predicted (training/memory_plan.py), for the settings and each GPU-memory preset,
+when it has a plan for them: check never runs the planner (a minute for SDXL), and says "not
+predicted yet" rather than guess (issue 17 item 9: a rough guess said 24.2 GB for SDXL at
+1024 px, where the count is ~12).
 """
 
 from __future__ import annotations
@@ -46,14 +49,33 @@ def seconds_per_step(kind: str, unet_params: int, cfg: TrainConfig) -> float:
         * cfg.gradient_accumulation_steps
 
 
-def fitting_presets(info, cfg: TrainConfig, memory: int) -> list[dict]:
+def predicted(project: Project, cfg: TrainConfig, items: list, card_bytes: int) -> dict:
+    """The planner's cached plan for these settings (studio.memory_fit.cached, as the Train tab
+    reads it): peak and what the card needs, or predicted=False when there is none yet."""
+    from studio import memory_fit
+    from training import memory_plan
+
+    out = {"predicted": False, "peak_bytes": None, "needed_bytes": None, "limit": None,
+           "fits": None}
+    try:
+        s = memory_plan.project_settings(project, cfg, items)
+    except (FileNotFoundError, ValueError):
+        return out  # no model configs: nothing the planner could count
+    found = memory_fit.cached(project.cache, [s])
+    if found is not None:
+        out.update(predicted=True, peak_bytes=found.peak_bytes, limit=found.limit,
+                   needed_bytes=memory_fit.needed_bytes(found),
+                   fits=memory_fit.fits(found, card_bytes) if card_bytes else None)
+    return out
+
+
+def fitting_presets(project: Project, cfg: TrainConfig, items: list, memory: int) -> list[dict]:
+    """Each GPU-memory preset over these settings, with the planner's figure when known."""
     out = []
     for path in sorted(PRESETS.glob("gpu-*.toml"), key=lambda p: int(p.stem[4:-2])):
-        layered = config.load(path, cfg)
-        est = estimate.estimate(info, layered)
-        need = est.gpu_bytes if est else 0
-        out.append({"preset": path.stem, "gpu_bytes": need,
-                    "fits": bool(memory and need and need < memory)})
+        plan = predicted(project, config.load(path, cfg), items, memory)
+        out.append({"preset": path.stem, "predicted": plan["predicted"],
+                    "gpu_bytes": plan["needed_bytes"], "fits": plan["fits"]})
     return out
 
 
@@ -67,6 +89,7 @@ def report(project: Project, cfg: TrainConfig) -> dict:
     info = base_model.inspect(cfg.base_model, project.root, cfg.prediction_type.value)
     est = estimate.estimate(info, cfg)
     device = device_info()
+    memory = predicted(project, cfg, items, device["memory_bytes"])
     step_s = seconds_per_step(device["kind"], info.unet_params, cfg)
     return {
         "project": str(project.root), "dataset": str(folder),
@@ -83,9 +106,10 @@ def report(project: Project, cfg: TrainConfig) -> dict:
             "layers": est.layers, "params": est.params, "share_of_unet": est.share,
             "file_bytes": est.file_bytes},
         "device": device,
-        "gpu_memory_bytes": est.gpu_bytes if est else 0,
+        "gpu_memory": memory,  # the planner's cached figure, never a guess
+        "gpu_memory_bytes": memory["needed_bytes"],  # None: not predicted yet
         "seconds_per_step": round(step_s, 4), "estimated_seconds": round(step_s * total, 1),
-        "presets": fitting_presets(info, cfg, device["memory_bytes"]),
+        "presets": fitting_presets(project, cfg, items, device["memory_bytes"]),
         "doctor": doc.to_json(),
         "doctor_text": doc.to_text(),
         "blocking": [f.message for f in doc.blocking()],
@@ -114,17 +138,22 @@ def to_text(r: dict) -> str:
     d = r["device"]
     lines.append(f"Device: {d['name']}" + (f" ({h(d['memory_bytes'])})" if d["memory_bytes"]
                                            else ""))
-    if r["gpu_memory_bytes"]:
-        lines.append(f"GPU memory needed (rough): {h(r['gpu_memory_bytes'])}")
+    g = r["gpu_memory"]
+    if g["predicted"]:
+        lines.append(f"GPU memory (predicted): peak {h(g['peak_bytes'])} ({g['limit']}); the "
+                     f"card needs {h(g['needed_bytes'])} with allocator slack and CUDA context")
+    else:
+        lines.append(f"GPU memory: not predicted yet (python -m training plan-memory "
+                     f"{r['project']})")
     lines.append(f"Time (rough): {estimate.human_duration(r['estimated_seconds'])} at "
                  f"~{r['seconds_per_step']:.2f} s/step on this device")
-    fits = [p["preset"] for p in r["presets"] if p["fits"]]
-    if d["kind"] == "cuda":
-        lines.append("Presets that fit this GPU: " + (", ".join(fits) or "none — expect "
-                                                       "memory trouble"))
-    else:
-        lines.append("GPU presets (memory each needs): " + ", ".join(
-            f"{p['preset']} {h(p['gpu_bytes'])}" for p in r["presets"] if p["gpu_bytes"]))
+    known = [p for p in r["presets"] if p["predicted"]]
+    if d["kind"] == "cuda" and known:
+        fits = [p["preset"] for p in known if p["fits"]]
+        lines.append("Presets that fit this GPU (predicted): " + (", ".join(fits) or "none"))
+    if known:
+        lines.append("GPU presets (memory each needs, predicted): " + ", ".join(
+            f"{p['preset']} {h(p['gpu_bytes'])}" for p in known))
     lines += ["", r["doctor_text"]]
     return "\n".join(lines)
 

@@ -21,38 +21,17 @@ from types import SimpleNamespace
 
 import torch
 
-from studio import atomic
+from studio import atomic, memory_fit
 from studio.config import Optimizer, TargetPreset, TrainConfig
 from studio.memory_fit import PLANNER_VERSION, MemorySettings, Plan
 from training.memory_track import CudaAutocast, LiveBytes
 
-CONFIGS = Path(__file__).resolve().parent.parent / "assets" / "configs"
-SHORT_NAMES = {"sd15": "sd15", "sd1": "sd15", "sd2": "sd2-base", "sd2-base": "sd2-base",
-               "sd2-v": "sd2-v", "sdxl": "sdxl-base", "sdxl-base": "sdxl-base"}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ROUNDING = {"cuda": 512, "cpu": 1}  # the CUDA caching allocator rounds every block up to 512 B
 TOKENS = 77  # CLIP's context length: every caption is padded to it
 
 
-def resolve_model(value: str, project_root: Path | None = None) -> Path:
-    """A folder of component configs for a base-model setting: a short name (sd15, sdxl), a
-    diffusers folder, a Hub id in the local cache, or a single .safetensors checkpoint (its
-    architecture's shipped config folder)."""
-    if value in SHORT_NAMES:
-        return CONFIGS / SHORT_NAMES[value]
-    from studio.base_model import configs, detect, inspect
-
-    try:  # the worker's own lookup (a path, relative to the project, or a cached Hub id)
-        path, _ = inspect.locate(value, project_root)
-    except detect.BaseModelRefused as exc:
-        raise FileNotFoundError(f"No model configs found for {value!r}: {exc}") from None
-    if path.is_file():
-        found = detect.detect(path)
-        return configs.config_folder(found.architecture, found.prediction_type)
-    if (path / "unet" / "config.json").is_file():
-        return path
-    raise FileNotFoundError(f"No model configs found for {value!r}: give a diffusers folder, a "
-                            f"single .safetensors file, or one of {', '.join(SHORT_NAMES)}.")
+resolve_model = memory_fit.model_folder  # the one rule, torch-free (the GUI asks it too)
 
 
 def _configs(folder: Path) -> dict:
@@ -363,29 +342,28 @@ def predict(s: MemorySettings, cache_dir: Path | None = None) -> Plan:
     return plan
 
 
-def project_settings(project, cfg: TrainConfig) -> MemorySettings:
-    """The MemorySettings a project's training would run with: its model's configs, its
-    largest bucket, its caption rules; "auto" precision as this machine's GPU would pick it
-    (bf16 where there is none, as on most current cards)."""
-    from studio import dataset
-    from studio.dataset import plan
-    from studio.memory_fit import settings_for
+def project_settings(project, cfg: TrainConfig, items: list | None = None) -> MemorySettings:
+    """The MemorySettings a project's training would run with (studio.memory_fit, shared with
+    the Train tab); `items` are its dataset's training Items (scanned when not given); "auto"
+    precision as this machine's GPU would pick it (bf16 where there is none, as on most
+    current cards)."""
+    from studio.dataset import scanner
 
-    items = dataset.scan(project.resolve(cfg.dataset_dir), cfg.exclude_images,
-                         cfg.repeats).training_items()
-    sizes = plan.bucket_sizes([it.size for it in items], cfg)
+    if items is None:
+        items = scanner.scan(project.resolve(cfg.dataset_dir), cfg.exclude_images,
+                             cfg.repeats).training_items()
     precision = "bf16"
     if torch.cuda.is_available():
         from training.train import mixed_precision
 
         precision = {"no": "fp32"}.get(mixed_precision(cfg), mixed_precision(cfg))
-    model = str(resolve_model(cfg.base_model, project.root))
-    return settings_for(cfg, model, sizes, len(items), precision)
+    return memory_fit.project_settings(cfg, project.root, items, precision)
 
 
-def report(project, cfg: TrainConfig, gpu_bytes: int | None) -> dict:
-    """The plan for a project and, with `gpu_bytes`, the fastest settings that fit that card
-    (`python -m training plan-memory`; the Train tab shows the same)."""
+def report(project, cfg: TrainConfig, gpu_bytes: int | None, with_fit: bool = True) -> dict:
+    """The plan for a project and, with `gpu_bytes`, whether it fits that card and (unless
+    `with_fit` is False) the fastest settings that fit it (`python -m training plan-memory`;
+    the Train tab shows the same)."""
     from studio.memory_fit import CONFIG_NAMES, fit, fits, needed_bytes
 
     s = project_settings(project, cfg)
@@ -393,6 +371,7 @@ def report(project, cfg: TrainConfig, gpu_bytes: int | None) -> dict:
     out = {"plan": plan.to_json(), "gpu_bytes": gpu_bytes, "fits": None, "fit": None}
     if gpu_bytes:
         out["fits"] = fits(plan, gpu_bytes)
+    if gpu_bytes and with_fit:
         found = fit(s, gpu_bytes, lambda c: predict(c, project.cache))
         out["fit"] = {"ok": found.ok, "changes": found.changes, "tried": found.tried,
                       "set": [f"{CONFIG_NAMES[k]}={str(v).lower()}" for k, v in
@@ -418,7 +397,10 @@ def to_text(r: dict) -> str:
              f"at a time)",
              f"  sampling  {gib(p['sampling_bytes'])}" if s["sample_size"] else "  sampling  off",
              f"  the card needs {gib(p['needed_bytes'])} (peak + allocator slack + CUDA context)"]
-    if r["gpu_bytes"]:
+    if r["gpu_bytes"] and r["fit"] is None:
+        lines.append(f"On a {gib(r['gpu_bytes'])} card: " + ("fits." if r["fits"] else
+                                                              "does not fit."))
+    elif r["gpu_bytes"]:
         card = gib(r["gpu_bytes"])
         f = r["fit"]
         lines.append(f"Fit to my GPU ({card}): " + (
@@ -433,8 +415,9 @@ def to_text(r: dict) -> str:
 
 
 def cli(project_dir: Path, config_file: Path | None, overrides: list[str],
-        gpu_gb: float | None, as_json: bool) -> int:
-    """`python -m training plan-memory PROJECT [--gpu-gb N] [--json]`; exit 2 on bad input."""
+        gpu_gb: float | None, as_json: bool, with_fit: bool = True) -> int:
+    """`python -m training plan-memory PROJECT [--gpu-gb N] [--no-fit] [--json]`; exit 2 on
+    bad input."""
     import sys
 
     from studio import config, dataset
@@ -452,7 +435,7 @@ def cli(project_dir: Path, config_file: Path | None, overrides: list[str],
             cfg = config.load(config_file, cfg)
         cfg = config.parse_overrides(overrides, cfg)
         gpu = int(gpu_gb * 2**30) if gpu_gb else device_info()["memory_bytes"] or None
-        r = report(project, cfg, gpu)
+        r = report(project, cfg, gpu, with_fit)
     except (ConfigError, dataset.DatasetError, FileNotFoundError) as exc:
         print(exc, file=sys.stderr)
         return 2

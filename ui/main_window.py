@@ -240,6 +240,7 @@ class MainWindow(QMainWindow):
         self.dataset_tab.captions.save()
         self.session.save_now()
         self.generate_tab.shutdown()
+        self.train_tab.settings.memory.planner.cancel()  # a plan in progress saves nothing
         self.store.data.window_geometry = bytes(self.saveGeometry().toHex()).decode()
         self.store.save()
         event.accept()

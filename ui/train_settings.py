@@ -1,5 +1,6 @@
 """The settings column of the Train tab: base model, preset, the simple view, the live estimate
-and "More settings" (every other TrainConfig field, generated from its metadata)."""
+(LoRA size, steps, and the memory planner's GPU figure: ui/memory_panel.py) and "More settings"
+(every other TrainConfig field, generated from its metadata)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from studio.base_model.inspect import ModelInfo, resolution_warning
 from studio.config import FIELDS, ConfigError, Problem, TrainConfig
 from studio.demo import ASSETS
 from ui import device, theme
+from ui.app_settings import SettingsStore
 from ui.config_form import ConfigForm, apply_raw
+from ui.memory_panel import MemoryPanel
 from ui.model_picker import ModelPicker
 from ui.session import ProjectSession
 from ui.widgets.collapsible import Collapsible
@@ -53,7 +56,8 @@ class TrainSettings(QScrollArea):
     validity_changed = Signal()
     status_message = Signal(str)
 
-    def __init__(self, session: ProjectSession, parent=None):
+    def __init__(self, session: ProjectSession, store: SettingsStore | None = None,
+                 worker_factory=None, parent=None):
         super().__init__(parent)
         self.session = session
         self.problems: list[Problem] = []
@@ -86,10 +90,14 @@ class TrainSettings(QScrollArea):
         self.estimate.setWordWrap(True)
         self.estimate.setTextFormat(Qt.TextFormat.RichText)
         self.estimate.setToolTip("Computed from the base model's layer shapes as you change the "
-                                 "rank; GPU memory is a rough guess for planning, not a promise.")
+                                 "rank.")
+        self.memory = MemoryPanel(session, store, worker_factory)
+        self.memory.status_message.connect(self.status_message)
         card = QFrame()
         theme.set_role(card, "card")
-        QVBoxLayout(card).addWidget(self.estimate)
+        card_layout = QVBoxLayout(card)
+        card_layout.addWidget(self.estimate)
+        card_layout.addWidget(self.memory)
         self.more = Collapsible("More settings", self.advanced)
 
         body = QWidget()
@@ -264,10 +272,6 @@ class TrainSettings(QScrollArea):
                          f"{est.layers} layers")
             lines.append(f"File: <b>≈ {estimate.human_bytes(est.file_bytes)}</b> "
                          f"({cfg.save_dtype.value})")
-            if est.gpu_bytes:  # the same tensors in the GPU's memory or, on the CPU, in RAM
-                memory = "GPU memory" if device.has_gpu() else "Memory"
-                lines.append(f"{memory}: ≈ {estimate.human_bytes(est.gpu_bytes)} "
-                             f"<i>(rough guess)</i>")
         report = self.session.report
         if report is not None:
             items = report.training_items()  # with their folders' repeats, as the worker
@@ -279,6 +283,7 @@ class TrainSettings(QScrollArea):
                 lines.append("No NVIDIA GPU found: training runs on the CPU, many times slower; "
                              "the time left shows once training starts.")
         self.estimate.setText("<br>".join(lines))
+        self.memory.refresh(info)  # the planner's figure: cached, or predicted in the background
 
     def focus_field(self, name: str) -> None:
         editor = self.editor(name)

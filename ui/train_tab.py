@@ -40,9 +40,10 @@ class TrainTab(QWidget):
         # must first be freed (the Generate tab's worker stopping), and calls back once it is.
         self.before_start: Callable[[Callable[[], None]], bool] | None = None
         self.waiting_for_gpu = False
-        self.settings = TrainSettings(session)
+        self.settings = TrainSettings(session, store, worker_factory)
         self.settings.validity_changed.connect(self.update_train_button)
         self.settings.status_message.connect(self.status_message)
+        self.running_changed.connect(self.settings.memory.planner.set_paused)
         self.panel = RunPanel()
         self.panel.field_requested.connect(self.settings.focus_field)
         self.panel.banner.show_button.clicked.connect(self._show_result)

@@ -83,6 +83,22 @@ class WorkerProcess(QObject):
         and done events like a run, stopped the same way (`stop`, or stdin closing)."""
         self.start(["evaluate", str(run_dir), "--control-stdin", "--json"])
 
+    def start_plan_memory(self, project: Path, config_file: Path | None, gpu_gb: float,
+                          fit: bool) -> None:
+        """The memory planner (`python -m training plan-memory --json`): one JSON line with the
+        plan, whether it fits a `gpu_gb` card and, with `fit`, the fastest settings that do
+        (studio.memory_fit.fit). It reads no stdin; `abort` ends it."""
+        args = ["plan-memory", str(project), "--json", "--gpu-gb", f"{gpu_gb:g}"]
+        if config_file is not None:
+            args += ["--config", str(config_file)]
+        self.start(args + ([] if fit else ["--no-fit"]))
+
+    def abort(self) -> None:
+        """End the worker now, without a stop request: for work that saves nothing (a plan)."""
+        self.killed = True
+        if self.is_running():
+            self._proc.kill()
+
     def start_serve(self, project: Path) -> None:
         """The generation worker (`python -m training serve`): commands go in with `send`."""
         self.start(["serve", "--project", str(project)])

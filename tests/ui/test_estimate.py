@@ -56,7 +56,6 @@ def test_sd15_numbers_from_the_config_alone(sd15):
     # CLIP ViT-L text encoder LoRA at rank 4, kohya's set (q, k, v, out, fc1, fc2 x 12 layers).
     with_te = estimate.estimate(info, TrainConfig(rank=4, train_text_encoder=True))
     assert with_te.params - est.params == 12 * 4 * (4 * 2 * 768 + 2 * (768 + 3072))
-    assert 2 * 2**30 < bigger.gpu_bytes < 12 * 2**30
 
 
 SIZES = [(768, 768), (640, 896), (896, 640), (1024, 768), (600, 900), (320, 320)] * 5

@@ -118,7 +118,8 @@ def test_no_card_when_turned_off_then_made_on_request_with_the_workers_error(
     ready.session.update(evaluate_after_training=False)
     tab = ready.train_tab
     assert train(qtbot, ready) == [0, False]
-    assert len(fake_worker.created) == 1 and not (tab.panel.run_dir / rc.REPORT_FILE).exists()
+    assert [k for k in fake_worker.kinds if k != "plan-memory"] == ["train"]  # no card made
+    assert not (tab.panel.run_dir / rc.REPORT_FILE).exists()
     # The artist asks for it from the runs list; the worker refuses, in its own words.
     monkeypatch.setenv("FAKE_EVAL_MODE", "error")
     tab.runs.report_button.click()

@@ -26,7 +26,9 @@ class FakeWorkerFactory:
         self.record = record
         self.mode, self.steps, self.delay, self.grace_ms = "ok", 20, 0.01, 3000
         self.serve_mode, self.serve_delay = "ok", 0.005  # the generation worker (serve)
+        self.plan_delay, self.plan_weights_gib = 0.2, 2.0  # the memory planner (plan-memory)
         self.created = []
+        self.kinds: list[str] = []  # each worker's command (train, serve, plan-memory…), in order
 
     def __call__(self):
         from ui.worker import WorkerProcess
@@ -35,8 +37,12 @@ class FakeWorkerFactory:
             [sys.executable, "-u", str(FAKE_WORKER)], grace_ms=self.grace_ms,
             env={"FAKE_WORKER_MODE": self.mode, "FAKE_WORKER_STEPS": str(self.steps),
                  "FAKE_WORKER_DELAY": str(self.delay), "FAKE_WORKER_RECORD": str(self.record),
-                 "FAKE_SERVE_MODE": self.serve_mode, "FAKE_SERVE_DELAY": str(self.serve_delay)})
+                 "FAKE_SERVE_MODE": self.serve_mode, "FAKE_SERVE_DELAY": str(self.serve_delay),
+                 "FAKE_PLAN_DELAY": str(self.plan_delay),
+                 "FAKE_PLAN_WEIGHTS_GIB": str(self.plan_weights_gib)})
         self.created.append(worker)
+        start = worker.start
+        worker.start = lambda args: (self.kinds.append(args[0]), start(args))[1]
         return worker
 
     def commands(self) -> list[str]:
