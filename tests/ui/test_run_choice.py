@@ -22,7 +22,7 @@ def test_a_three_epoch_run_gives_a_grid_of_three_epochs(qtbot, window, clean_art
     grid = window.generate_tab.grid
     rows = grid.selected().checkpoints_oldest_first()
     assert [f.label for f in rows] == ["epoch 1 · step 4", "epoch 2 · step 8", "final (step 12)"]
-    assert grid.summary.text().startswith("3 checkpoints")
+    assert grid.summary.text().startswith("3 LoRA files")
 
 
 def test_stopped_and_failed_runs_are_marked_and_the_newest_finished_is_ticked(
