@@ -117,8 +117,13 @@ def _check_names(report: Report, root: Path, entries: list[Path]) -> set[Path]:
 
 def _metadata(report: Report, root: Path, where: Path) -> dict[str, str]:
     path = where / captions.METADATA_FILE
-    if not path.is_file() or not paths.is_inside(path, root):
+    if path.is_symlink() and path.exists() and not paths.is_inside(path, root):
+        report.add(path, "symlink_outside", f"{captions.METADATA_FILE} in {where.name} is a "
+                   f"link to {path.resolve()}, outside the dataset folder: its captions are not "
+                   f"used; copy the file into the folder instead", target=str(path.resolve()))
         return {}  # never read through a link out of the dataset (as for images)
+    if not path.is_file() or not paths.is_inside(path, root):
+        return {}
     try:
         rows, problems, encoding = captions.read_metadata(path)
     except OSError as exc:
