@@ -98,7 +98,7 @@ def _join_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
-        with open(path, "rb") as fh:
+        with open(path, "rb+") as fh:  # Windows' fsync (_commit) refuses a read-only handle
             os.fsync(fh.fileno())
     atomic.fsync_dir(folder)  # guarded: Windows cannot open a folder for fsync
 
