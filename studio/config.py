@@ -14,56 +14,14 @@ from typing import Any
 
 import tomli_w
 
+from studio.config_choices import (CaptionStyle, LrSchedule, Optimizer, Precision,
+                                   PredictionType, SaveDtype, TargetPreset)
 from studio.config_schema import SCHEMA_VERSION, migrate  # config.SCHEMA_VERSION: used as is
 from studio.paths import MAX_NAME_BYTES, name_problem
 
 # The longest name a run writes: a step LoRA file (training/train.py) while studio/atomic.py
 # writes it, 7-digit steps. Checked up front, not at the final save (issue 13).
 LONGEST_WRITTEN = ".{}-step0000000.safetensors.abcdefgh.tmp"
-
-
-class Precision(enum.StrEnum):
-    auto = "auto"  # bf16 on CUDA when supported, else fp16 on CUDA; full fp32 on CPU
-    no = "no"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
-class PredictionType(enum.StrEnum):
-    auto = "auto"  # what the base model's scheduler config says
-    epsilon = "epsilon"
-    v_prediction = "v_prediction"
-
-
-class LrSchedule(enum.StrEnum):
-    constant = "constant"
-    cosine = "cosine"
-    linear = "linear"
-    polynomial = "polynomial"
-
-
-class Optimizer(enum.StrEnum):
-    adamw = "adamw"
-    adamw8bit = "adamw8bit"  # bitsandbytes, CUDA only
-    prodigy = "prodigy"  # learning-rate-free (Mishchenko & Defazio 2023): use learning_rate 1.0
-    adafactor = "adafactor"
-
-
-class TargetPreset(enum.StrEnum):
-    attention = "attention"  # to_q, to_k, to_v, to_out.0: the usual choice for style
-    attention_ff = "attention_ff"  # + feed-forward and proj_in/proj_out: kohya's default set
-    custom = "custom"  # exactly the names in target_modules
-
-
-class CaptionStyle(enum.StrEnum):
-    auto = "auto"
-    tags = "tags"
-    sentences = "sentences"
-
-
-class SaveDtype(enum.StrEnum):
-    fp16 = "fp16"  # what other tools expect; bf16 is unreadable for some (lora-formats.md §6)
-    fp32 = "fp32"
 
 
 def option(default: Any, label: str, help: str, group: str, *, minimum: float | None = None,
@@ -253,6 +211,9 @@ class TrainConfig:
     sample_cfg_scale: float = option(
         7.0, "Sample CFG scale", "How strongly samples follow the prompt.", "Validation",
         minimum=1.0, maximum=30.0, step=0.5, advanced=True)
+    evaluate_after_training: bool = option(True, "Report card after training", "When a run ends, "
+        "judge each LoRA file against the base model: style match, prompt fidelity, copy risk "
+        "(needs validation images; Train tab ▸ Report card).", "Validation")
 
     # --- Performance ------------------------------------------------------------------------
     mixed_precision: Precision = option(
@@ -278,6 +239,9 @@ class TrainConfig:
         "Also save a LoRA file every N steps (in the run's loras/ folder), to compare stages of "
         "training (0: only at the end). Each one comes with a resume point.",
         "Output", minimum=0, maximum=1_000_000, step=50)
+    save_every_n_epochs: int = option(  # the rows of the Generate tab's epoch grid
+        -1, "LoRA file every N epochs", "Save a LoRA file every N epochs (-1: auto, every epoch "
+        "up to 20 epochs, else ~20 files; 0: never).", "Output", minimum=-1, maximum=10_000, step=1)
     resume_point_every_minutes: float = option(
         10.0, "Resume point every N minutes",
         "Save everything needed to resume (LoRA, optimizer, position) at least this often, so a "

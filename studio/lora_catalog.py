@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio import config
+from studio import config, run_history
 from studio.project import Project, RunDir
 from studio.protocol import SAMPLERS  # noqa: F401 - the names are the protocol's (re-exported)
 from studio.safetensors_header import read_header
@@ -36,6 +36,12 @@ class RunLoras:
     name: str  # the LoRA's output name
     files: tuple[LoraFile, ...]
     unique_title: str = ""  # set when two runs would read the same
+    status: str = ""  # run_history's: "finished", "stopped", "failed", "incomplete"
+    outcome: str = ""  # the same in words: "stopped at step 81 of 600"
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "finished"
 
     @property
     def title(self) -> str:
@@ -123,14 +129,19 @@ def run_loras(run: RunDir) -> RunLoras | None:
         name = name or final.stem
     steps = []
     for path in run.lora_files():
+        meta = metadata(path)
         match = _STEP.search(path.stem)
-        step = int(match.group(1)) if match else _int(metadata(path).get("ss_steps"))
-        steps.append(LoraFile(path, f"step {step:,}" if step else path.stem, step))
+        step = int(match.group(1)) if match else _int(meta.get("ss_steps"))
+        epoch = _int(meta.get("ss_epoch"))  # files saved at an epoch's end (save_every_n_epochs)
+        label = f"step {step:,}" if step else path.stem
+        steps.append(LoraFile(path, f"epoch {epoch} · {label}" if epoch else label, step))
     steps.sort(key=lambda f: (f.step, f.path.name), reverse=True)
     files += steps
     if not files:
         return None
-    return RunLoras(run.path, name or run.path.name, tuple(files))
+    summary = run_history.summarize(run)  # the tail of events.jsonl: cheap
+    return RunLoras(run.path, name or run.path.name, tuple(files), status=summary.status,
+                    outcome=summary.outcome)
 
 
 def project_loras(project: Project) -> list[RunLoras]:
@@ -139,6 +150,12 @@ def project_loras(project: Project) -> list[RunLoras]:
     titles = [r.title for r in found]
     return [dataclasses.replace(r, unique_title=f"{r.name} · {r.run.name}")
             if titles.count(r.title) > 1 else r for r in found]
+
+
+def default_run(runs: list[RunLoras]) -> RunLoras | None:
+    """The run to try first: the newest finished one (a run stopped at step 81 of 600 is rarely
+    what the artist wants to judge, issue 14), else the newest with a LoRA file."""
+    return next((r for r in runs if r.finished), runs[0] if runs else None)
 
 
 def find(runs: list[RunLoras], path: Path) -> tuple[RunLoras, LoraFile] | None:

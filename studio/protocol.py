@@ -43,6 +43,7 @@ class Phase(enum.StrEnum):
     TRAINING = "training"
     SAMPLING = "sampling"
     SAVING = "saving"
+    EVALUATING = "evaluating"  # `python -m training evaluate`: the report card (issue 16)
 
 
 PHASES = tuple(Phase)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studio import atomic
+from studio import atomic, config
 
 REPORT_FILE = "report_card.json"
 IMAGES_DIR = "evaluation"  # the evaluation images, one folder per row, inside the run folder
@@ -147,6 +147,18 @@ def recommended_epoch(run_dir: Path) -> int | None:
     """For the runs list: the epoch the card recommends, if the run has a card."""
     card = load(run_dir)
     return card.recommendation.epoch if card else None
+
+
+def evaluate_after(run_dir: Path) -> bool:
+    """Whether the app makes the card as soon as this finished run ends: the run's own settings
+    ask for it (evaluate_after_training) and it measured a validation loss, i.e. it held out
+    images to judge the style against (without them `evaluate` refuses, training/evaluate.py)."""
+    run_dir = Path(run_dir)
+    try:
+        wanted = config.load(run_dir / "config.toml").evaluate_after_training
+    except (OSError, ValueError, config.ConfigError):
+        return False
+    return wanted and bool(validation_losses(run_dir / "events.jsonl")[0])
 
 
 # --- The pure rules -----------------------------------------------------------------------

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio import report_card
 from studio.project import Project, RunDir
 
 
@@ -18,10 +19,20 @@ class RunSummary:
     adapter: Path | None
     message: str  # the error, for failed runs
     resumable: bool = False  # stopped or cut short, with a complete resume point to go on from
+    recommended_epoch: int | None = None  # what its report card recommends (report_card.json)
+    recommendation: str = ""  # the card's one line of why ("" without a card)
 
     @property
     def name(self) -> str:
         return self.run.path.name
+
+    @property
+    def outcome(self) -> str:
+        """How the run ended, in a few words: "finished", "stopped at step 81 of 600", "failed",
+        "not finished" (crashed, or still running)."""
+        if self.status == "stopped":
+            return f"stopped at step {self.step:,} of {self.total:,}" if self.total else "stopped"
+        return {"incomplete": "not finished"}.get(self.status, self.status)
 
 
 TAIL_BYTES = 64 * 1024
@@ -66,7 +77,10 @@ def summarize(run: RunDir) -> RunSummary:
     # The engine's resume points: resume/step-*/state.json (training/resume.py); the worker
     # verifies them itself when asked to resume.
     resumable = status in ("stopped", "incomplete", "failed") and bool(run.resume_points())
-    return RunSummary(run, status, step, total, adapter, message, resumable)
+    card = report_card.load(run.path)
+    rec = card.recommendation if card else None
+    return RunSummary(run, status, step, total, adapter, message, resumable,
+                      rec.epoch if rec else None, rec.reason if rec else "")
 
 
 def history(project: Project) -> list[RunSummary]:

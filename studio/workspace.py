@@ -77,6 +77,13 @@ def create_project(dataset: Path, where: Path | None = None, base_model: str = "
     values: dict = dict(dataset_dir=str(dataset), output_name=name)
     if base_model:
         values["base_model"] = base_model
+        # A new project trains at its base model's native size (the pocket model: 64 px, where
+        # the default 512 px took 20+ minutes on a CPU for grey noise, issue 14).
+        from studio.base_model import inspect as base_model_inspect
+
+        info = base_model_inspect.inspect(base_model, root)
+        if info.ok and info.native_resolution:
+            values["resolution"] = info.native_resolution
     project = Project(root)
     project.save_config(config.from_dict(values, TrainConfig()))
     return project

@@ -23,6 +23,16 @@ closing ends it. More variables:
 
     FAKE_SERVE_MODE     ok (default) | crash (dies in the first generate) | badload (load fails)
     FAKE_SERVE_DELAY    seconds per denoising step (default 0.01)
+
+With `save_every_n_steps` set in the project's project.toml, `train` also writes a step LoRA
+file (`loras/`, with `ss_epoch`) at each "end of an epoch", as the engine does.
+`evaluate RUN_DIR --control-stdin` plays `python -m training evaluate` (training/evaluate.py):
+a status with the cost, a PNG per evaluation image with progress (FAKE_WORKER_DELAY apart),
+then report_card.json built from studio/report_card.py's dataclasses and rule, for the run's
+LoRA files as studio.lora_catalog lists them (style better and fidelity lower with each later
+file, so the later ones lose fidelity); `stop` or stdin closing stops it without a card.
+
+    FAKE_EVAL_MODE      ok (default) | error (refused: no held-out images, exit 2)
 """
 
 from __future__ import annotations
@@ -36,9 +46,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from studio import protocol  # noqa: E402 (the line above puts the repo on the path)
+from studio import protocol, step_plan  # noqa: E402 (the line above puts the repo on the path)
+from studio.config import TrainConfig  # noqa: E402
 from studio.protocol import (Done, Error, GenDone, GenProgress, Hello, ImageReady,  # noqa: E402
-                             Phase, Progress, Ready, Sample, Status, Validation, WarningEvent)
+                             LoraSaved, Phase, Progress, Ready, Sample, Status, Validation,
+                             WarningEvent)
 
 stop = threading.Event()
 record_file: list[Path] = []  # the run's events.jsonl, once the run folder is known
@@ -105,6 +117,14 @@ def fake_image(width: int, height: int, seed: int, adapters):
     colour = (int(min(255, 120 + 100 * weight)), 180, int(max(0, 220 - 120 * weight)))
     draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
     return image
+
+
+def write_lora_header(path: Path, metadata: dict[str, str]) -> Path:
+    """A header-only safetensors file with this `__metadata__` (what the catalog reads)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = json.dumps({"__metadata__": metadata}).encode()
+    path.write_bytes(len(meta).to_bytes(8, "little") + meta)
+    return path
 
 
 def save_png(image, text: str, path: Path) -> Path:
@@ -244,7 +264,78 @@ def serve(project: Path) -> int:
             emit(Error(message=f"{name}: not a command of the generation worker", field=name))
 
 
+def run_settings(project: Path) -> str:
+    """The run's config.toml: the project's settings as the run used them (the worker's rule),
+    under the fake's output name."""
+    import dataclasses
+
+    from studio import config
+
+    try:
+        cfg = config.load(project / "project.toml")
+    except (OSError, ValueError, config.ConfigError):
+        cfg = config.TrainConfig()
+    return config.to_toml(dataclasses.replace(cfg, output_name="fake-style"))
+
+
+def evaluate(run: Path) -> int:
+    from studio import lora_catalog
+    from studio import report_card as rc
+    from studio.project import RunDir
+
+    delay = float(os.environ.get("FAKE_WORKER_DELAY", "0.02"))
+    emit(Hello(pid=os.getpid(), command="evaluate", run_dir=str(run)))
+    found = lora_catalog.run_loras(RunDir(run))
+    if os.environ.get("FAKE_EVAL_MODE", "ok") == "error" or found is None:
+        emit(Error(message="This run held out no validation images, so there is nothing to "
+                           "judge its style against.", field="validation_images",
+                   hint="Set Validation images to 2 or more and train again."))
+        return 2
+    files = [f.path for f in found.checkpoints_oldest_first()]
+    prompts, seeds = ["zxq, a fox", "zxq, a heron"], [1000, 1001]
+    total = (1 + len(files)) * len(prompts) * len(seeds)
+    emit(Status(Phase.EVALUATING, f"Report card: {len(files)} LoRA file(s) and the base model",
+                {"rows": 1 + len(files), "images": total}))
+    val_by_step, _ = rc.validation_losses(RunDir(run).events)
+    rows, done = [], 0
+    for n, path in enumerate([None, *files]):
+        meta = lora_catalog.metadata(path) if path else {}
+        label = path.stem if path else rc.BASE_LABEL
+        step = int(meta["ss_steps"]) if "ss_steps" in meta else None
+        epoch = int(meta["ss_epoch"]) if "ss_epoch" in meta else None
+        images = []
+        for k, prompt in enumerate(prompts):
+            for seed in seeds:
+                if stop.is_set():
+                    emit(Done(path="", stopped=True))
+                    return 0
+                time.sleep(delay)
+                image = fake_image(64, 64, seed + 7 * k, [[str(path), 0.4 * n]] if path else [])
+                out = save_png(image, prompt, run / rc.IMAGES_DIR / label / f"{k:02d}-s{seed}.png")
+                images.append(out.relative_to(run).as_posix())
+                done += 1
+                emit(Progress(step=done, total=total, epoch=epoch or 0))
+        fidelity = 0.9 if n <= 2 else max(0.0, 0.9 - 0.25 * (n - 2))
+        rows.append(rc.Row(
+            label=label, file=path.relative_to(run).as_posix() if path else None, epoch=epoch,
+            step=step, style=1.0 if n == 0 else round(1.0 - 0.15 * n, 3), fidelity=fidelity,
+            fidelity_vs_base=fidelity / 0.9, copy_ssim=0.3 + 0.05 * n, copy_latent=1.0,
+            val_loss=val_by_step.get(step), images=images))
+    card = rc.ReportCard(base_model="fake", rows=rows, recommendation=rc.recommend(rows),
+                         settings={"prompts": prompts, "seeds": seeds, "chance": 0.25})
+    path = rc.save(card, run)
+    emit(Status(Phase.EVALUATING, card.recommendation.reason,
+                {"recommended_epoch": card.recommendation.epoch}))
+    emit(Done(path=str(path), files=[str(path)]))
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["evaluate"]:
+        if "--control-stdin" in sys.argv:
+            threading.Thread(target=read_stdin, args=(os.environ.get("FAKE_WORKER_RECORD"),),
+                             daemon=True).start()
+        return evaluate(Path(sys.argv[2]))
     if sys.argv[1:2] == ["serve"]:
         parser = argparse.ArgumentParser()
         parser.add_argument("command")
@@ -278,13 +369,17 @@ def main() -> int:
                    field="batch_size", fix={"batch_size": 1, "gradient_checkpointing": True}))
         return 1
     run.mkdir(parents=True, exist_ok=True)  # like the worker: only once the run is accepted
-    (run / "config.toml").write_text("output_name = \"fake-style\"\n")
+    (run / "config.toml").write_text(run_settings(args.project))
     record_file.append(run / "events.jsonl")
     emit(Status(Phase.LOADING_MODEL, ("Resuming " if args.resume else "") + f"Run folder {run}",
                 {"run_dir": str(run)}))
     emit(Status(Phase.CACHING, "Encoded 3/6", {"done": 3, "total": 6}))
     emit(Status(Phase.TRAINING, "Training 15,360 LoRA parameters",
                 {"trainable_params": 15360, "unet_params": 990000, "steps": steps}))
+    print("[transformers] `CLIPImageProcessor` requires torchvision (not installed); falling "
+          "back to `CLIPImageProcessorPil` for backward compatibility.", file=sys.stderr)
+    print("Loading pipeline components...: 100%|##########| 5/5 [00:00<00:00, 39.37it/s]",
+          file=sys.stderr)  # what the real worker's libraries print
     print("INFO training on the CPU with 1 CPU thread(s)", file=sys.stderr, flush=True)
     if mode == "warn":
         emit(WarningEvent(message="Training is much slower than expected.",
@@ -301,6 +396,14 @@ def main() -> int:
         print(json.dumps({"event": "progress", "stp": 1, "total": steps, "epoch": 1, "loss": 0.5,
                           "lr": 1e-3, "eta_s": None}), flush=True)
     samples = run / "samples"
+    import tomllib
+
+    try:  # the engine saves step LoRA files when asked (studio/step_plan.py)
+        settings = tomllib.loads((args.project / "project.toml").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        settings = {}
+    save_loras = bool(settings.get("save_every_n_steps"))
+    epoch = 1
     step = 0
     for step in range(1, steps + 1):
         if stop.is_set() and mode != "hang":
@@ -315,6 +418,15 @@ def main() -> int:
             emit(Validation(step=step, epoch=epoch, loss=loss * 1.1))
             emit(Sample(step=step, epoch=epoch, paths=write_samples(samples, step),
                         prompts=["zxq, a fox", "a fox"]))
+            # LoRA files: every step when save_every_n_steps is set (the report card's tests),
+            # and per epoch when the real worker's step plan says so (default: auto).
+            per_epoch = step_plan.after_step(step, steps, epoch, True, False, TrainConfig(), 0.0,
+                                             total_epochs=-(-steps // max(1, steps // 3)))
+            if (save_loras and step < steps) or per_epoch.save_lora:
+                path = write_lora_header(run / "loras" / f"fake-style-step{step:06d}.safetensors",
+                                  {"modelspec.trigger_phrase": "inkwash", "ss_steps": str(step),
+                                   "ss_epoch": str(epoch)})
+                emit(LoraSaved(step=step, path=str(path)))
         if mode == "crash" and step == steps // 2:
             sys.stderr.write("Traceback (most recent call last):\n  File \"train.py\", line 1\n"
                              "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate "
@@ -329,10 +441,9 @@ def main() -> int:
         point = run / "resume" / f"step-{step:06d}"
         point.mkdir(parents=True, exist_ok=True)
         (point / "state.json").write_text(json.dumps({"step": step}))
-    adapter = run / "fake-style.safetensors"
-    meta = json.dumps({"__metadata__": {"modelspec.trigger_phrase": "inkwash",
-                                        "ss_steps": str(step)}}).encode()
-    adapter.write_bytes(len(meta).to_bytes(8, "little") + meta)  # a header-only safetensors
+    adapter = write_lora_header(run / "fake-style.safetensors",
+                         {"modelspec.trigger_phrase": "inkwash", "ss_steps": str(step),
+                          **({"ss_epoch": str(epoch + 1)} if save_loras else {})})
     emit(Done(path=str(adapter), stopped=stop.is_set() and step < steps, step=step,
               files=[str(adapter)]))
     return 0

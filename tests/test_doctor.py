@@ -334,3 +334,22 @@ def test_missing_and_empty_folders(tmp_path):
     # An excluded image is listed (the GUI shows it) but never opened, and nothing is left.
     assert report.images == [tmp_path / "x.png"] and report.items == {}
     assert [f.code for f in report.blocking()] == ["no_images"]
+
+
+def test_the_demo_set_has_no_near_copies_but_a_real_copy_of_one_is_found(tmp_path):
+    """assets/demo-style: one shape on a dotted background per image, so pHash (blind to the small
+    shape) alone called 5 different pictures near copies (issue 14)."""
+    demo = Path(__file__).resolve().parents[1] / "assets" / "demo-style"
+    report = scanner.scan(demo)
+    assert [f.message for f in report.findings if f.code == "near_duplicate"] == []
+    folder = tmp_path / "set"
+    shutil.copytree(demo, folder)
+    with Image.open(folder / "style_22.png") as im:  # shrunk and re-saved as a JPEG
+        im.convert("RGB").resize((38, 38), Image.Resampling.BILINEAR).save(
+            folder / "style_22_copy.jpg", quality=70)
+    with Image.open(folder / "style_14.png") as im:  # enlarged, a border cropped
+        im.convert("RGB").resize((512, 512), Image.Resampling.LANCZOS).crop(
+            (10, 10, 502, 502)).save(folder / "style_14_big.png")
+    near = {f.path.name: f.other.name for f in scanner.scan(folder).findings
+            if f.code == "near_duplicate"}
+    assert near == {"style_22_copy.jpg": "style_22.png", "style_14_big.png": "style_14.png"}

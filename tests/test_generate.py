@@ -4,6 +4,7 @@ built from the studio/protocol.py dataclasses, as the Generate tab builds them."
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,32 @@ def test_strength_zero_is_the_base_image_and_swaps_never_reload(serve, tiny_mode
     assert params.loras == (("tiny-step50", 1.0),)
     assert len(params.lora_hashes[0][1]) == 12
     assert "lora" not in Image.open(base).text["parameters"]
+
+
+def test_the_same_seed_twice_never_overwrites_a_file(serve, lora_files, tmp_path):
+    """With / without renders one seed twice, often within one second: each image keeps its own
+    file (and so its own history entry). Files named like the next minute's images are already
+    there, so a name that ignored existing files would overwrite one of them."""
+    import time
+
+    out = tmp_path / "generated"
+    out.mkdir()
+    now = time.time()
+    squatters = {}
+    for dt in range(60):
+        path = out / f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now + dt))}-3-0.png"
+        path.write_bytes(b"an earlier image")
+        squatters[path] = path.read_bytes()
+    paths = []
+    for tag, adapters in (("with", [[str(lora_files[0]), 1.0]]), ("without", [])):
+        serve.send(GenerateRequest(**REQ, adapters=adapters, out_dir=str(out), id=tag))
+        events = serve.until("gen_done")
+        paths += [e["path"] for e in events if e["event"] == "image"]
+    assert len(paths) == len(set(paths)) == 2
+    assert all(p.read_bytes() == data for p, data in squatters.items())  # none overwritten
+    assert "<lora:" in Image.open(paths[0]).text["parameters"]
+    assert "<lora:" not in Image.open(paths[1]).text["parameters"]
+    assert all(re.search(r"-3-0-\d+\.png$", p) for p in paths)  # beside the earlier ones
 
 
 def test_cancel_stops_between_steps(serve, tmp_path):

@@ -176,7 +176,7 @@ def test_values_come_back_in_their_declared_types():
 
 def test_phases_are_an_enum_that_the_status_event_enforces():
     assert [p.value for p in protocol.PHASES] == ["loading_model", "caching", "training",
-                                                  "sampling", "saving"]
+                                                  "sampling", "saving", "evaluating"]
     with pytest.raises(ProtocolError, match="phase must be one of"):
         protocol.Status("warming_up")
     with pytest.raises(ProtocolError, match="phase"):

@@ -9,16 +9,20 @@ import pytest
 
 from conftest import ROOT
 from studio.config import TrainConfig
-from studio.step_plan import Actions, after_step, shown_epoch
+from studio.step_plan import Actions, after_step, lora_every_n_epochs, shown_epoch
 
-SAVE4 = TrainConfig(save_every_n_steps=4, resume_point_every_minutes=10.0,
+SAVE4 = TrainConfig(save_every_n_epochs=0, save_every_n_steps=4, resume_point_every_minutes=10.0,
                     sample_every_n_steps=0, sample_every_n_epochs=0)
-EPOCHS2 = TrainConfig(save_every_n_steps=0, resume_point_every_minutes=0.0,
+EPOCHS2 = TrainConfig(save_every_n_epochs=0, save_every_n_steps=0, resume_point_every_minutes=0.0,
                       sample_every_n_steps=0, sample_every_n_epochs=2)
-STEPS3 = TrainConfig(save_every_n_steps=0, resume_point_every_minutes=0.0,
+STEPS3 = TrainConfig(save_every_n_epochs=0, save_every_n_steps=0, resume_point_every_minutes=0.0,
                      sample_every_n_steps=3, sample_every_n_epochs=0)
-QUIET = TrainConfig(save_every_n_steps=0, resume_point_every_minutes=0.0,
+QUIET = TrainConfig(save_every_n_epochs=0, save_every_n_steps=0, resume_point_every_minutes=0.0,
                     sample_every_n_steps=0, sample_every_n_epochs=0)
+AUTO = TrainConfig(save_every_n_steps=0, resume_point_every_minutes=0.0,  # the defaults
+                  sample_every_n_steps=0, sample_every_n_epochs=0)
+EVERY2 = TrainConfig(save_every_n_epochs=2, save_every_n_steps=0, resume_point_every_minutes=0.0,
+                     sample_every_n_steps=0, sample_every_n_epochs=0)
 
 # (case, cfg, step, total, epochs_done, epoch_done, stopping, minutes since the last resume point,
 #  keyword inputs, expected actions)
@@ -58,6 +62,25 @@ CASES = [
     ("sample now (GUI), even when stopping", QUIET, 3, 10, 0, False, True, 0.0,
      {"sample_now": True}, Actions(progress=True, validate=True, resume_point=True, sample=True,
                                    stop=True)),
+    ("auto, 3 epochs: a LoRA file at the end of epoch 1", AUTO, 4, 12, 1, True, False, 0.0,
+     {"total_epochs": 3}, Actions(validate=True, save_lora=True, resume_point=True)),
+    ("auto, 3 epochs: and of epoch 2", AUTO, 8, 12, 2, True, False, 0.0,
+     {"total_epochs": 3}, Actions(validate=True, save_lora=True, resume_point=True)),
+    ("auto, 3 epochs: not in the middle of one", AUTO, 5, 12, 1, False, False, 0.0,
+     {"total_epochs": 3}, Actions()),
+    ("auto, 3 epochs: epoch 3 is the final file", AUTO, 12, 12, 3, True, False, 0.0,
+     {"total_epochs": 3}, Actions(progress=True, validate=True)),
+    ("auto, 100 epochs: every 5th epoch", AUTO, 40, 1000, 4, True, False, 0.0,
+     {"total_epochs": 100}, Actions(validate=True)),
+    ("auto, 100 epochs: epoch 5 saves", AUTO, 50, 1000, 5, True, False, 0.0,
+     {"total_epochs": 100}, Actions(validate=True, save_lora=True, resume_point=True)),
+    ("every 2 epochs: not after epoch 1", EVERY2, 5, 30, 1, True, False, 0.0,
+     {"total_epochs": 3}, Actions(validate=True)),
+    ("every 2 epochs: after epoch 2", EVERY2, 10, 30, 2, True, False, 0.0,
+     {"total_epochs": 3}, Actions(validate=True, save_lora=True, resume_point=True)),
+    ("stopping at an epoch's end: no extra file (the final one is saved)", AUTO, 4, 12, 1, True,
+     True, 0.0, {"total_epochs": 3}, Actions(progress=True, validate=True, resume_point=True,
+                                             stop=True)),
 ]
 
 
@@ -65,6 +88,15 @@ CASES = [
 def test_after_step(case):
     _, cfg, step, total, epochs, epoch_done, stopping, minutes, kwargs, expected = case
     assert after_step(step, total, epochs, epoch_done, stopping, cfg, minutes, **kwargs) == expected
+
+
+def test_auto_saves_every_epoch_up_to_20_epochs():
+    auto = TrainConfig()
+    assert auto.save_every_n_epochs == -1  # the default
+    assert [lora_every_n_epochs(auto, n) for n in (0, 1, 3, 20, 21, 40, 100)] == [
+        1, 1, 1, 1, 2, 2, 5]
+    assert lora_every_n_epochs(TrainConfig(save_every_n_epochs=0), 3) == 0
+    assert lora_every_n_epochs(TrainConfig(save_every_n_epochs=3), 3) == 3
 
 
 def test_shown_epoch_is_the_one_a_step_belongs_to():

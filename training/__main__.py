@@ -4,6 +4,7 @@
     python -m training serve [--project DIR]          (generation worker; commands on stdin)
     python -m training generate --model M --prompt P [--lora FILE[:STRENGTH] ...] [--out DIR]
     python -m training check PROJECT_DIR [--json]     (dataset doctor, steps, memory, time)
+    python -m training plan-memory PROJECT_DIR [--gpu-gb 8] [--json]  (predicted VRAM, fit)
     python -m training defaults > settings.toml
     python -m training demo [--out DIR]
     python -m training evaluate RUN_DIR [--seeds N] [--json]   (report card of a run's LoRAs)
@@ -78,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, help="TOML settings applied over project.toml")
     check.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    mem = sub.add_parser("plan-memory", help="predict peak GPU memory (no GPU needed) and the "
+                                             "fastest settings that fit a card")
+    mem.add_argument("project", type=Path)
+    mem.add_argument("--config", type=Path, help="TOML settings applied over project.toml")
+    mem.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    mem.add_argument("--gpu-gb", type=float, help="the card's memory in GiB (default: this "
+                                                  "machine's GPU, if any)")
+    mem.add_argument("--json", action="store_true", help="print the plan as JSON")
     sub.add_parser("defaults", help="print every setting with its help, as TOML")
     demo = sub.add_parser("demo", help="train the demo style LoRA on the bundled pocket model")
     demo.add_argument("--out", type=Path, help="where to create the demo project")
@@ -409,6 +418,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if result["ok"] else 2
 
 
+def cmd_plan_memory(args: argparse.Namespace) -> int:
+    from training import memory_plan
+
+    return memory_plan.cli(args.project, args.config, args.set, args.gpu_gb, args.json)
+
+
 def cmd_defaults(args: argparse.Namespace) -> int:
     sys.stdout.write(config.to_toml(TrainConfig()) + "\n")
     return 0
@@ -431,8 +446,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "serve": cmd_serve, "generate": cmd_generate,
-                "check": cmd_check, "defaults": cmd_defaults, "demo": cmd_demo,
-                "evaluate": cmd_evaluate}
+                "check": cmd_check, "plan-memory": cmd_plan_memory, "defaults": cmd_defaults,
+                "demo": cmd_demo, "evaluate": cmd_evaluate}
     return commands[args.command](args)
 
 

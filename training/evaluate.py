@@ -22,15 +22,15 @@ from pathlib import Path
 
 import torch
 
-from studio import config, dataset, protocol
+from studio import config, dataset, lora_catalog, protocol
 from studio import report_card as rc
-from studio.caption_augment import full_caption, split_tags
+from studio.dataset.augment import full_caption, split_tags
 from studio.errors import UserError
 from studio.project import Project, RunDir
 from studio.protocol import GenerateRequest, Progress, Status
 from studio.safetensors_header import read_header
 from training import copy_risk, models, style_stats, zero_shot
-from training.cache import encode_text
+from training.cache import encode_text, load_fitted
 from training.data import sdxl_time_ids, split_validation
 from training.events import Control, EventSink
 from training.generate import Cancelled, Generator, pipeline_from_base, save_png
@@ -55,25 +55,12 @@ class Options:
     device: str | None = None
 
 
-def lora_files(run_dir: Path) -> list[Path]:
-    """The run's LoRA files: every kohya-style .safetensors in the run folder and its
-    subfolders, except resume points (folders holding state.json) and unfinished temporaries."""
-    run_dir = Path(run_dir)
-    found = []
-    for path in sorted(run_dir.rglob("*.safetensors")):
-        parts = path.relative_to(run_dir).parts
-        if any(p.startswith(".") for p in parts):
-            continue
-        if any((run_dir.joinpath(*parts[:i]) / "state.json").is_file()
-               for i in range(1, len(parts))):
-            continue
-        try:
-            _, meta = read_header(path)
-        except ValueError:
-            continue
-        if "ss_network_module" in meta:  # not the diffusers-format copy: the same weights
-            found.append(path)
-    return found
+def lora_files(run: RunDir) -> list[Path]:
+    """The run's LoRA files, oldest first: the same list the Generate tab offers
+    (studio.lora_catalog.run_loras: the run layout's own RunDir.lora_files() plus the final
+    file), so the card has a row for exactly the files the artist can pick from."""
+    found = lora_catalog.run_loras(run)
+    return [f.path for f in found.checkpoints_oldest_first()] if found else []
 
 
 def _int(value: str | None) -> int | None:
@@ -111,7 +98,7 @@ class Evaluation:
                             "judge its style against (the training images would reward "
                             "copying).", "Set Validation images to 2 or more and train again.",
                             "validation_images")
-        self.files = lora_files(self.run.path)
+        self.files = lora_files(self.run)
         if not self.files:
             raise EvaluationError(f"No LoRA files in {self.run.path}.",
                                   "Evaluate a run that finished or saved checkpoints.")
@@ -209,9 +196,9 @@ class Evaluation:
         self.sink.emit(Status("evaluating", f"Measuring {len(self.held_out)} held-out and "
                                             f"{len(self.train_items)} training images"))
         fit = (self.size, self.size)
-        held = [dataset.load_fitted(it.image, fit) for it in self.held_out]
+        held = [load_fitted(it.image, fit) for it in self.held_out]
         self.reference = style_stats.StyleStats.of(style_stats.encode(self.base.vae, held))
-        train = [dataset.load_fitted(it.image, fit) for it in self.train_items]
+        train = [load_fitted(it.image, fit) for it in self.train_items]
         self.train_pixels = style_stats.to_pixels(train)
         self.train_latents = style_stats.encode(self.base.vae, train).latents
         self.typical = copy_risk.typical_distance(self.train_latents)

@@ -33,11 +33,13 @@ FORMAT = 1
 # Settings that may change between a stop and a resume without changing what is trained.
 # (The names as of schema 1 are listed too, so that an older resume point's stored settings compare
 # equal: they were left out of its fingerprint under their old names.)
-RESUME_SAFE = {"output_name", "save_every_n_steps", "resume_point_every_minutes",
+RESUME_SAFE = {"output_name", "save_every_n_steps", "save_every_n_epochs",
+               "resume_point_every_minutes",
                "keep_resume_points", "sample_every_n_epochs", "sample_every_n_steps",
                "sample_prompts", "sample_steps", "sample_cfg_scale", "save_dtype",
                "export_diffusers", "author", "description", "cpu_threads",
-               "schema", "checkpoint_every_minutes", "keep_checkpoints"}
+               "schema", "checkpoint_every_minutes", "keep_checkpoints",
+               "evaluate_after_training"}
 # Not safe, though they look like bookkeeping: validation_images picks the held-out images (the
 # data split, so what trains); the rest above only change what is written or how often.
 

@@ -81,6 +81,21 @@ def check_memory(gen: Generator, width: int, height: int, cfg_scale: float) -> N
                        f"({gen.pipe.device.type})")
 
 
+def unique_png(folder: Path, stem: str) -> Path:
+    """A new file `stem.png` (or `stem-2.png`, `-3` …) in `folder`, reserved by exclusive
+    creation: "with / without" renders one seed twice within a second, and the second image
+    used to replace the first on disk and in the history (issue 14)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = folder / (f"{stem}.png" if n == 1 else f"{stem}-{n}.png")
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return path  # save_png then replaces the empty placeholder atomically
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free name for {stem}.png in {folder}")
+
+
 class Server:
     def __init__(self, sink: EventSink, project_root: Path):
         self.sink = sink
@@ -177,8 +192,8 @@ class Server:
                                        total=total))
         try:
             for index, seed, image, text in gen.generate(req, on_step, self.cancel):
-                path = save_png(image, text, out_dir / f"{time.strftime('%Y%m%d-%H%M%S')}"
-                                                      f"-{seed}-{index}.png")
+                path = save_png(image, text, unique_png(
+                    out_dir, f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}-{index}"))
                 paths.append(str(path))
                 self.sink.emit(ImageReady(id=req.id, index=index, seed=seed, path=str(path),
                                           parameters=text))

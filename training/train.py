@@ -237,7 +237,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
             step, total, epoch, epoch_done, stop_requested(accelerator, control, step, total),
             cfg, (time.monotonic() - last_resume_point) / 60, progress_due=sink.progress_due(),
             save_now=control.take("save_now"), sample_now=control.take("sample_now"),
-            has_validation=val is not None)
+            has_validation=val is not None, total_epochs=-(-total // per_epoch))
         shown_epoch = step_plan.shown_epoch(epoch, epoch_done)
         if act.progress and main:
             elapsed = time.monotonic() - t_first

@@ -18,8 +18,21 @@ from ui import theme
 from ui.widgets.elided_label import ElidedLabel
 
 
+# The slider snaps to 0 (the base model) and 1 (the LoRA as trained) within this distance: a
+# drag meant for "off" used to land on -0.05 (issue 14). Typed values are never snapped.
+SNAP = 0.1
+
+
 def _ticks(value: float) -> int:
     return round(value / STRENGTH_STEP)
+
+
+def snapped(value: float) -> float:
+    """A slider position as a strength: near 0 or 1 it is exactly 0 or 1."""
+    for mark in (0.0, 1.0):
+        if abs(value - mark) <= SNAP + 1e-9:
+            return mark
+    return value
 
 
 class AdapterRow(QFrame):
@@ -39,6 +52,9 @@ class AdapterRow(QFrame):
         self.enabled.setToolTip("Use this LoRA when generating.")
         self.enabled.toggled.connect(self._on_enabled)
         self.name = ElidedLabel(title, bold=True)
+        self.outcome = QLabel()  # "stopped at step 81 of 600": not the LoRA as planned
+        theme.set_role(self.outcome, "muted")
+        self.outcome.hide()
         self.version = QComboBox()
         self.version.setToolTip("The final LoRA of this run or one of its checkpoints (earlier "
                                 "stages of training).")
@@ -54,6 +70,9 @@ class AdapterRow(QFrame):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(_ticks(STRENGTH_MIN), _ticks(STRENGTH_MAX))
         self.slider.setPageStep(_ticks(0.25))
+        # Marks at −1, 0, 1 and 2 (the range starts at a mark): 0 and 1 are where to look.
+        self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
+        self.slider.setTickInterval(_ticks(1.0))
         self.slider.setToolTip("Strength: 1 is the LoRA as trained, 0 the base model, above 1 "
                                "exaggerates it, below 0 pushes away from it.")
         self.strength = QDoubleSpinBox()
@@ -61,9 +80,14 @@ class AdapterRow(QFrame):
         self.strength.setSingleStep(STRENGTH_STEP)
         self.strength.setDecimals(2)
         self.strength.setToolTip(self.slider.toolTip())
-        self.slider.valueChanged.connect(lambda v: self.set_strength(v * STRENGTH_STEP))
+        # Typed values are committed on Enter or when the box loses focus, never per keystroke:
+        # committing "0" of "0.7" re-wrote the box as "0.00" and the rest of the typing was lost
+        # (issue 14). The arrows and the wheel still commit at once.
+        self.strength.setKeyboardTracking(False)
+        self.slider.valueChanged.connect(lambda v: self.set_strength(snapped(v * STRENGTH_STEP)))
         self.strength.valueChanged.connect(self.set_strength)
         self.trigger_word = ""
+        self.status = ""
 
         column = QVBoxLayout(self)
         column.setContentsMargins(8, 4, 8, 4)
@@ -72,6 +96,7 @@ class AdapterRow(QFrame):
         top.setSpacing(6)
         top.addWidget(self.enabled)
         top.addWidget(self.name, 1)
+        top.addWidget(self.outcome)
         top.addWidget(self.trigger)
         top.addWidget(self.remove)
         bottom = QHBoxLayout()
@@ -96,6 +121,15 @@ class AdapterRow(QFrame):
         self.version.blockSignals(False)
         self.version.setVisible(len(files) > 1)
         self._on_version()
+
+    def set_outcome(self, status: str, outcome: str) -> None:
+        """Mark a run that did not finish (stopped, failed, not finished); finished: no mark."""
+        self.status = status
+        shown = bool(status) and status != "finished"
+        self.outcome.setText(outcome if shown else "")
+        self.outcome.setVisible(shown)
+        self.outcome.setToolTip("This run did not train to the end: its LoRA file holds the "
+                                "state when it stopped." if shown else "")
 
     def select(self, path: Path) -> bool:
         index = self.version.findData(str(path))
@@ -201,22 +235,25 @@ class AdapterList(QWidget):
 
     def set_runs(self, runs: list[RunLoras], enable_newest: bool = False) -> None:
         """The project's runs (newest first), keeping each existing row's choices. The newest
-        run starts enabled when asked, or when the list was empty (the first LoRA)."""
+        finished run (lora_catalog.default_run) starts enabled when asked, or when the list was
+        empty (the first LoRA)."""
         enable_newest = enable_newest or not self.rows
         self.runs = runs
+        first = lora_catalog.default_run(runs)
         keys = {str(r.run) for r in runs}
         for row in [r for r in self.rows if not r.removable and r.key not in keys]:
             self._remove(row)
         run_rows = []
-        for index, run in enumerate(runs):
+        for run in runs:
             row = self.row_for(str(run.run))
             if row is None:
                 row = self._add_row(str(run.run), run.title, list(run.files), False)
-                if enable_newest and index == 0:
+                if enable_newest and run is first:
                     row.enabled.setChecked(True)
             else:
                 row.name.set_full_text(run.title)  # may have become ambiguous: see the catalog
                 row.set_files(list(run.files))
+            row.set_outcome(run.status, run.outcome)
             run_rows.append(row)
         # Newest run first, then the files added by hand (also the order of `adapters()`).
         self.rows = run_rows + [r for r in self.rows if r.removable]

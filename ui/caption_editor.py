@@ -23,6 +23,7 @@ from ui.thumbnails import ThumbnailLoader
 from ui.widgets.image_preview import ImagePreview
 
 PREVIEW_PX = 1024
+PREVIEW_MIN = 256
 AUTOSAVE_MS = 800
 
 
@@ -73,6 +74,8 @@ class CaptionPanel(QWidget):
         self.image: Path | None = None
         self._loaded_text: str | None = None  # what the file held when shown (None: no file)
         self.preview = ImagePreview()
+        # Big enough to judge texture: a 64 px image at 4x at least, with crisp pixels.
+        self.preview.setMinimumSize(PREVIEW_MIN, PREVIEW_MIN)
         self.title = QLabel()
         theme.set_role(self.title, "heading")
         self.info = QLabel()

@@ -152,6 +152,13 @@ class DatasetTab(QWidget):
             self.summary.show_report(None, self.session.config)
             return
         self.model.set_report(report)
+        # Every caption starts with the same made-up word (the demo's "zxqstyle"): that is the
+        # trigger word, when the project has none yet (issue 14).
+        word = summary.shared_trigger([report.captions.get(p, "") for p in report.used()])
+        if word and not self.session.config.trigger_word:
+            self.session.update(trigger_word=word)
+            self.status_message.emit(f"Every caption starts with “{word}”: it is now the "
+                                     f"trigger word (Train tab).")
         self._refresh_summary()
 
     def _on_config(self, cfg: TrainConfig) -> None:

@@ -11,13 +11,15 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QProgressBar, QPushButton, QTabWidget,
                                QVBoxLayout, QWidget)
 
-from ui import theme
+from ui import device, theme
 from ui.gen_results import History, ResultView
 from ui.gen_views import CompareView, GridView
 from ui.preview_worker import Job
 
 PAUSED_TEXT = ("<b>Preview paused while training.</b> Training needs the GPU to itself; "
                "generation starts again when the run ends.")
+PAUSED_TEXT_CPU = ("<b>Preview paused while training.</b> Training uses the CPU fully; "
+                   "generation starts again when the run ends.")
 
 
 class OutputPanel(QWidget):
@@ -40,7 +42,7 @@ class OutputPanel(QWidget):
         self.progress.setTextVisible(True)
         self.detail = QLabel(" ")
         theme.set_role(self.detail, "muted")
-        self.pause_banner = QLabel(PAUSED_TEXT)
+        self.pause_banner = QLabel(PAUSED_TEXT if device.has_gpu() else PAUSED_TEXT_CPU)
         self.pause_banner.setWordWrap(True)
         theme.set_role(self.pause_banner, "banner-warning")
         self.pause_banner.hide()

@@ -16,6 +16,7 @@ from studio import infotext
 from ui import outputs
 from ui.thumbnails import ThumbnailLoader
 from ui.widgets.image_preview import ImagePreview
+from ui.widgets.image_viewer import ImageViewer
 
 THUMB_PX = 88
 HISTORY_LIMIT = 300
@@ -100,11 +101,16 @@ class ResultView(QWidget):
         self.save.setToolTip("Save a copy of the image; its parameters stay inside (A1111, "
                              "ComfyUI and Civitai read them).")
         self.save.clicked.connect(self._save)
+        self.open_button = QPushButton("Open full size")
+        self.open_button.setToolTip("Open the image in a window of its own, with zoom (also: "
+                                    "double-click it).")
+        self.open_button.clicked.connect(
+            lambda: self.path and ImageViewer.show_file(self.path, self))
         self.show_button = QPushButton("Show in folder")
         self.show_button.setToolTip("Open the folder of generated images.")
         self.show_button.clicked.connect(lambda: self.path and outputs.open_folder(self.path))
         actions = QHBoxLayout()
-        for button in (self.copy_seed, self.copy_prompt, self.reuse, self.save,
+        for button in (self.open_button, self.copy_seed, self.copy_prompt, self.reuse, self.save,
                        self.show_button):
             actions.addWidget(button)
         actions.addStretch()
@@ -118,13 +124,14 @@ class ResultView(QWidget):
     def show_image(self, path: Path | None, text: str | None = None) -> None:
         self.path = Path(path) if path else None
         self.text = (text if text is not None else png_parameters(self.path)) if path else ""
-        for button in (self.copy_seed, self.copy_prompt, self.reuse, self.save,
+        for button in (self.open_button, self.copy_seed, self.copy_prompt, self.reuse, self.save,
                        self.show_button):
             button.setEnabled(self.path is not None)
         if self.path is None:
             self.info.setText("")
             return
         self.preview.set_pixmap(QPixmap(str(self.path)), "The image could not be read.")
+        self.preview.title = self.path.name
         self.info.setText(describe(self.text))
 
     def _copy_seed(self) -> None:

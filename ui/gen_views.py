@@ -1,27 +1,33 @@
 """The two ways the Generate tab helps choose: "with / without" (one seed, the LoRA on and off,
-side by side) and the epoch × strength grid (rows: a run's checkpoints, columns: strengths)."""
+side by side or overlaid) and the epoch × strength grid (rows: a run's checkpoints, columns:
+strengths)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QPixmap
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPixmap
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QGridLayout, QHBoxLayout, QLabel,
+                               QLineEdit, QPushButton, QStackedWidget, QVBoxLayout, QWidget)
 
 from studio import grid, lora_catalog
 from studio.lora_catalog import RunLoras
 from ui import outputs, theme
 from ui.gen_results import save_copy
+from ui.widgets.compare_overlay import CompareOverlay
 from ui.widgets.grid_preview import GridPreview
 from ui.widgets.image_preview import ImagePreview
+from ui.widgets.image_viewer import ImageViewer
 
 
 class CompareView(QWidget):
-    """Two images of the same seed: with the chosen LoRA(s), and with none."""
+    """Two images of the same seed: with the chosen LoRA(s), and with none. Side by side at one
+    scale, or on top of each other (a split line to drag, or blinking), where small differences
+    of texture show best."""
 
     compare_requested = Signal()
+    MODES = (("side", "Side by side"), ("split", "Overlay: split"), ("blink", "Overlay: blink"))
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -37,26 +43,70 @@ class CompareView(QWidget):
         theme.set_role(self.caption, "muted")
         self.labels: dict[str, QLabel] = {}
         self.previews: dict[str, ImagePreview] = {}
-        pair = QHBoxLayout()
-        for side, title in (("with", "With LoRA"), ("without", "Without LoRA (base model)")):
+        # One grid row for the titles and one for the images, in equal columns: both images get
+        # the same pane, so the same scale, however the titles wrap.
+        pair = QGridLayout()
+        for column, (side, title) in enumerate((("with", "With LoRA"),
+                                                ("without", "Without LoRA (base model)"))):
             label = QLabel(f"<b>{title}</b>")
             label.setAlignment(Qt.AlignmentFlag.AlignCenter)
             label.setWordWrap(True)
             preview = ImagePreview()
             preview.setMinimumSize(120, 120)
             preview.set_pixmap(None, "")
-            column = QVBoxLayout()
-            column.addWidget(label)
-            column.addWidget(preview, 1)
-            pair.addLayout(column, 1)
+            pair.addWidget(label, 0, column)
+            pair.addWidget(preview, 1, column)
+            pair.setColumnStretch(column, 1)
             self.labels[side], self.previews[side] = label, preview
+        pair.setRowStretch(1, 1)
+        side_by_side = QWidget()
+        side_by_side.setLayout(pair)
+        pair.setContentsMargins(0, 0, 0, 0)
+        self.overlay = CompareOverlay()
+        self.stack = QStackedWidget()
+        self.stack.addWidget(side_by_side)
+        self.stack.addWidget(self.overlay)
+        self.mode_buttons = QButtonGroup(self)
+        modes = QHBoxLayout()
+        modes.addWidget(QLabel("Show:"))
+        for key, text in self.MODES:
+            mode = QPushButton(text)
+            mode.setCheckable(True)
+            mode.setChecked(key == "side")
+            mode.setProperty("mode", key)
+            mode.clicked.connect(lambda _=False, k=key: self.set_mode(k))
+            self.mode_buttons.addButton(mode)
+            modes.addWidget(mode)
+        self.mode_buttons.buttons()[1].setToolTip(
+            "Both images on top of each other: drag the line (left: without, right: with).")
+        self.mode_buttons.buttons()[2].setToolTip(
+            "Both images in one place, switching every 0.6 s: changes of texture stand out.")
+        modes.addStretch()
+        self.open_button = QPushButton("Open full size")
+        self.open_button.setToolTip("Open the image with the LoRA in a window of its own, to "
+                                    "zoom in (double-click an image for either one).")
+        self.open_button.clicked.connect(
+            lambda: "with" in self.paths and ImageViewer.show_file(self.paths["with"], self))
+        modes.addWidget(self.open_button)
         head = QHBoxLayout()
         head.addWidget(self.button)
         head.addWidget(self.caption, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addLayout(head)
-        layout.addLayout(pair, 1)
+        layout.addLayout(modes)
+        layout.addWidget(self.stack, 1)
+        self.mode = "side"
+        self._update_overlay()
+
+    def set_mode(self, mode: str) -> None:
+        """"side", "split" or "blink"."""
+        self.mode = mode
+        for button in self.mode_buttons.buttons():
+            button.setChecked(button.property("mode") == mode)
+        self.stack.setCurrentIndex(0 if mode == "side" else 1)
+        self.overlay.set_blinking(mode == "blink")
+        self._update_overlay()
 
     def begin(self, with_label: str, seed: int) -> None:
         self.paths.clear()
@@ -65,13 +115,26 @@ class CompareView(QWidget):
         self.labels["without"].setText("<b>Without LoRA</b> (base model)")
         for preview in self.previews.values():
             preview.set_pixmap(None, "Waiting…")
+        self._update_overlay()
 
     def show_side(self, side: str, path: Path, seed: int) -> None:
         self.paths[side] = Path(path)
         self.previews[side].set_pixmap(QPixmap(str(path)), "The image could not be read.")
+        self.previews[side].title = f"{side} LoRA · {Path(path).name}"
         if len(self.paths) == 2:
             self.caption.setText(f"Same seed ({seed}), prompt and settings; only the LoRA "
                                  f"differs.")
+        self._update_overlay()
+
+    def _update_overlay(self) -> None:
+        both = len(self.paths) == 2
+        if both:
+            self.overlay.set_images(self.previews["without"].pixmap(),
+                                    self.previews["with"].pixmap(), ("without", "with"))
+        else:
+            self.overlay.before = self.overlay.after = None
+            self.overlay.update()
+        self.open_button.setEnabled("with" in self.paths)
 
 
 class GridView(QWidget):
@@ -105,9 +168,9 @@ class GridView(QWidget):
                                  "Columns: strengths.\nThe prompt, seed and settings on the "
                                  "left are used for every cell.")
         self.open_button = QPushButton("Open full size")
-        self.open_button.setToolTip("Open the grid image in your image viewer, to zoom in.")
+        self.open_button.setToolTip("Open the grid image in a window of its own, to zoom in.")
         self.open_button.clicked.connect(
-            lambda: self.path and QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.path))))
+            lambda: self.path and ImageViewer.show_file(self.path, self))
         self.save = QPushButton("Save grid as…")
         self.save.setToolTip("Save the grid as one PNG (with the prompt inside).")
         self.save.clicked.connect(self._save)
@@ -138,9 +201,12 @@ class GridView(QWidget):
         self.run.clear()
         for run in runs:
             n = len(run.files)
-            self.run.addItem(f"{run.title}  ({n} file{'s' if n != 1 else ''})", run)
+            mark = "" if run.finished or not run.outcome else f" · {run.outcome}"
+            self.run.addItem(f"{run.title}{mark}  ({n} file{'s' if n != 1 else ''})", run)
+        keep = current.run if current is not None else None
+        first = lora_catalog.default_run(runs)  # the newest finished run, when nothing chosen
         index = next((i for i in range(self.run.count())
-                      if current is not None and self.run.itemData(i).run == current.run), 0)
+                      if self.run.itemData(i).run == (keep or (first and first.run))), 0)
         self.run.setCurrentIndex(index)
         self.run.blockSignals(False)
         self._update()

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QPushButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMenu,
+                               QPushButton, QVBoxLayout, QWidget)
 
-from studio import estimate
+from studio import demo, estimate
 from studio.base_model import inspect as base_model
 from studio.base_model.inspect import ModelInfo
 from studio.config import FIELDS
@@ -59,6 +59,26 @@ class ModelPicker(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(row)
         layout.addWidget(self.status)
+        # The bundled pocket model trains in minutes on a CPU but only at 64 px: say so, and
+        # offer the way to a real model (issue 14).
+        self.pocket_note = QLabel("The pocket model is a small <b>64 px demo model</b>: it shows "
+                                  "how training works in minutes, not what your style looks like "
+                                  "in a real Stable Diffusion model.")
+        self.pocket_note.setWordWrap(True)
+        theme.set_role(self.pocket_note, "warning")
+        self.own_model = QPushButton("Choose your own SD model…")
+        self.own_model.setToolTip("A Stable Diffusion 1.5, 2.x or SDXL model: a .safetensors "
+                                  "file or a diffusers folder.")
+        menu = QMenu(self.own_model)
+        menu.addAction("A .safetensors file…", self._choose_file)
+        menu.addAction("A diffusers folder…", self._choose_folder)
+        self.own_model.setMenu(menu)
+        note = QHBoxLayout()
+        note.setContentsMargins(0, 0, 0, 0)
+        note.addWidget(self.pocket_note, 1)
+        note.addWidget(self.own_model)
+        layout.addLayout(note)
+        self._show_pocket_note(False)
 
     def set_recent(self, models: list[str]) -> None:
         text = self.value()
@@ -102,6 +122,22 @@ class ModelPicker(QWidget):
         current = Path(self.value()).expanduser()
         return str(current.parent if current.exists() else Path.home())
 
+    def is_pocket_model(self) -> bool:
+        value = self.value()
+        if not value:
+            return False
+        path = Path(value).expanduser()
+        if not path.is_absolute() and self.project_root is not None:
+            path = self.project_root / path
+        try:
+            return path.resolve() == demo.POCKET_MODEL.resolve()
+        except OSError:
+            return False
+
+    def _show_pocket_note(self, on: bool) -> None:
+        self.pocket_note.setVisible(on)
+        self.own_model.setVisible(on)
+
     def _inspect(self, emit: bool = True) -> None:
         self._timer.stop()
         self.info = base_model.inspect(self.value(), self.project_root, self.prediction_type)
@@ -115,5 +151,6 @@ class ModelPicker(QWidget):
             arch = f"{self.info.architecture}: " if self.info.architecture else ""
             self.status.setText(arch + self.info.problem)
             theme.set_role(self.status, "error")
+        self._show_pocket_note(self.is_pocket_model())
         if emit:
             self.changed.emit(self.value(), self.info)

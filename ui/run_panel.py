@@ -20,8 +20,79 @@ from ui.widgets.sample_strip import SampleStrip
 # One heading per protocol phase (a test checks that every phase has one).
 PHASE_TEXT = {Phase.LOADING_MODEL: "Loading the base model…",
               Phase.CACHING: "Preparing the images…", Phase.TRAINING: "Training",
-              Phase.SAMPLING: "Rendering samples…", Phase.SAVING: "Saving the LoRA…"}
+              Phase.SAMPLING: "Rendering samples…", Phase.SAVING: "Saving the LoRA…",
+              Phase.EVALUATING: "Making the report card…"}
 LOG_LINES = 5000
+# Messages of the libraries under the engine (transformers, diffusers, torch, tqdm bars), not
+# about the artist's run: "`CLIPImageProcessor` requires torchvision…" in the demo's log
+# (issue 14).
+# They stay in the run's train.log and behind "Library messages".
+NOISE_PREFIXES = ("[transformers]", "[diffusers]", "[torch]", "[accelerate]", "[peft]",
+                  "Loading pipeline components", "Loading weights", "Writing model shards",
+                  "Fetching ", "warnings.warn(", "  warnings.warn(")
+NOISE_PARTS = ("FutureWarning:", "UserWarning:", "DeprecationWarning:", "requires torchvision",
+               "it/s]", "s/it]", "%|")
+
+
+def library_noise(line: str) -> bool:
+    """A line from a library rather than from the training engine (see NOISE_PREFIXES)."""
+    text = line.lstrip("\r")
+    return text.startswith(NOISE_PREFIXES) or any(part in text for part in NOISE_PARTS)
+
+
+class LogView(QWidget):
+    """The engine's log for the artist; library messages only when asked for."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.lines: list[str] = []
+        self.text = QPlainTextEdit()
+        self.text.setReadOnly(True)
+        self.text.setMaximumBlockCount(LOG_LINES)
+        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.text.setToolTip("What the training engine reports (everything, library messages "
+                             "too, is saved as train.log in the run folder).")
+        self.details = QCheckBox("Library messages")
+        self.details.setToolTip("Also show the messages of the libraries the engine uses "
+                                "(warnings about versions and optional packages, progress bars); "
+                                "useful when asking for help.")
+        self.details.toggled.connect(self._refill)
+        self.hidden = QLabel()
+        theme.set_role(self.hidden, "muted")
+        bar = QHBoxLayout()
+        bar.addStretch()
+        bar.addWidget(self.hidden)
+        bar.addWidget(self.details)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.text, 1)
+        layout.addLayout(bar)
+
+    def appendPlainText(self, line: str) -> None:  # noqa: N802 - QPlainTextEdit's name
+        self.lines = self.lines[-LOG_LINES:] + [line]
+        if self.details.isChecked() or not library_noise(line):
+            self.text.appendPlainText(line)
+        else:
+            self._count()
+
+    def toPlainText(self) -> str:  # noqa: N802
+        return self.text.toPlainText()
+
+    def clear(self) -> None:
+        self.lines.clear()
+        self.text.clear()
+        self._count()
+
+    def _count(self) -> None:
+        n = sum(1 for line in self.lines if library_noise(line))
+        self.hidden.setText(f"{n} library message{'s' if n != 1 else ''} hidden"
+                            if n and not self.details.isChecked() else "")
+
+    def _refill(self) -> None:
+        self.text.setPlainText("\n".join(line for line in self.lines if self.details.isChecked()
+                                         or not library_noise(line)))
+        self._count()
+
 
 
 class Banner(QFrame):
@@ -40,6 +111,9 @@ class Banner(QFrame):
         self.show_button.setToolTip("Open the run folder in your file manager.")
         self.copy_button = QPushButton("Copy to…")
         self.copy_button.setToolTip("Copy the LoRA into another app's LoRA folder (remembered).")
+        self.report_button = QPushButton("Report card")
+        self.report_button.setToolTip("Which of the run's LoRA files to keep: style match, "
+                                      "prompt fidelity and copy risk per epoch.")
         self.field_button = QPushButton("Go to setting")
         self.field_button.setToolTip("Show the setting this error is about.")
         self.fix_button = QPushButton("Apply suggested settings")
@@ -50,6 +124,7 @@ class Banner(QFrame):
         head.addWidget(self.open_button)
         head.addWidget(self.show_button)
         head.addWidget(self.copy_button)
+        head.addWidget(self.report_button)
         head.addWidget(self.field_button)
         head.addWidget(self.fix_button)
         layout = QVBoxLayout(self)
@@ -66,6 +141,7 @@ class Banner(QFrame):
         self.body.setVisible(bool(body))
         self.copy_button.setVisible(has_lora)
         self.open_button.setVisible(has_lora)
+        self.report_button.setVisible(has_lora)
         self.show_button.setVisible(True)
         self.field_button.setVisible(bool(field))
         self.field_button.setProperty("field", field)
@@ -109,12 +185,7 @@ class RunPanel(QWidget):
         log_scale.setToolTip("Show the loss on a logarithmic axis (helps when it spans a wide "
                              "range).")
         log_scale.toggled.connect(self.plot.set_log_scale)
-        self.log = QPlainTextEdit()
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(LOG_LINES)
-        self.log.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        self.log.setToolTip("Everything the training engine reports (also saved as log.txt in "
-                            "the run folder).")
+        self.log = LogView()
         plot_head = QHBoxLayout()
         plot_head.addWidget(QLabel("<b>Loss</b>"))
         plot_head.addStretch()

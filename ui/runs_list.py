@@ -1,4 +1,4 @@
-"""The project's past runs (newest first) with their outcome and the LoRA's actions."""
+"""The project's past runs (newest first) with their outcome, the epoch their report card recommends, and the LoRA's actions."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from studio import run_history
 from studio.project import Project
 from ui import outputs
 
+COLUMNS = ["Run", "Result", "Steps", "LoRA", "Best epoch"]
 STATUS_TEXT = {"finished": "✓ Finished", "stopped": "■ Stopped early", "failed": "✗ Failed",
                "incomplete": "… Incomplete"}
 
@@ -19,13 +20,14 @@ STATUS_TEXT = {"finished": "✓ Finished", "stopped": "■ Stopped early", "fail
 class RunsList(QWidget):
     status_message = Signal(str)
     resume_requested = Signal(object)  # the run folder to continue
+    report_requested = Signal(object)  # the run folder whose report card to show
 
     def __init__(self, store, parent=None):
         super().__init__(parent)
         self.project: Project | None = None
         self.can_resume = True  # False while a run is in progress
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["Run", "Result", "Steps", "LoRA"])
+        self.tree.setHeaderLabels(COLUMNS)
         self.tree.setRootIsDecorated(False)
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.tree.setToolTip("Every training run of this project. Double-click to open its "
@@ -39,6 +41,11 @@ class RunsList(QWidget):
         self.copy_button.setToolTip("Copy the selected run's LoRA into another app's LoRA folder.")
         self.copy_button.setMenu(outputs.copy_menu(self, self.selected_adapter, store,
                                                    self.status_message.emit))
+        self.report_button = QPushButton("Report card")
+        self.report_button.setToolTip("Which LoRA file of the selected run learned the style "
+                                      "without breaking the model: its report card.")
+        self.report_button.clicked.connect(
+            lambda: self.selected() and self.report_requested.emit(self.selected().run.path))
         self.resume_button = QPushButton("Resume")
         self.resume_button.setToolTip("Continue the selected stopped run from its last resume "
                                       "point, exactly where it left off (same settings needed).")
@@ -47,6 +54,7 @@ class RunsList(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.show_button)
         buttons.addWidget(self.copy_button)
+        buttons.addWidget(self.report_button)
         buttons.addWidget(self.resume_button)
         buttons.addStretch()
         layout = QVBoxLayout(self)
@@ -65,13 +73,16 @@ class RunsList(QWidget):
             return
         for summary in run_history.history(self.project):
             steps = f"{summary.step:,}" + (f" / {summary.total:,}" if summary.total else "")
+            best = "–" if summary.recommended_epoch is None else str(summary.recommended_epoch)
             item = QTreeWidgetItem([summary.name, STATUS_TEXT[summary.status], steps,
-                                    summary.adapter.name if summary.adapter else "–"])
+                                    summary.adapter.name if summary.adapter else "–", best])
             item.setData(0, Qt.ItemDataRole.UserRole, summary)
             if summary.message:
                 item.setToolTip(1, summary.message)
+            item.setToolTip(4, summary.recommendation or "No report card yet: select the run "
+                                                         "and press Report card.")
             self.tree.addTopLevelItem(item)
-        for column in range(4):
+        for column in range(len(COLUMNS)):
             self.tree.resizeColumnToContents(column)
         if self.tree.topLevelItemCount():
             self.tree.setCurrentItem(self.tree.topLevelItem(0))  # the newest run
@@ -98,5 +109,6 @@ class RunsList(QWidget):
         summary = self.selected()
         self.show_button.setEnabled(summary is not None)
         self.copy_button.setEnabled(summary is not None and summary.adapter is not None)
+        self.report_button.setEnabled(summary is not None)
         self.resume_button.setEnabled(summary is not None and summary.resumable
                                       and self.can_resume)

@@ -14,7 +14,7 @@ from studio import config, estimate
 from studio.base_model.inspect import ModelInfo, resolution_warning
 from studio.config import FIELDS, ConfigError, Problem, TrainConfig
 from studio.demo import ASSETS
-from ui import theme
+from ui import device, theme
 from ui.config_form import ConfigForm, apply_raw
 from ui.model_picker import ModelPicker
 from ui.session import ProjectSession
@@ -264,8 +264,9 @@ class TrainSettings(QScrollArea):
                          f"{est.layers} layers")
             lines.append(f"File: <b>≈ {estimate.human_bytes(est.file_bytes)}</b> "
                          f"({cfg.save_dtype.value})")
-            if est.gpu_bytes:
-                lines.append(f"GPU memory: ≈ {estimate.human_bytes(est.gpu_bytes)} "
+            if est.gpu_bytes:  # the same tensors in the GPU's memory or, on the CPU, in RAM
+                memory = "GPU memory" if device.has_gpu() else "Memory"
+                lines.append(f"{memory}: ≈ {estimate.human_bytes(est.gpu_bytes)} "
                              f"<i>(rough guess)</i>")
         report = self.session.report
         if report is not None:
@@ -274,6 +275,9 @@ class TrainSettings(QScrollArea):
             per_epoch, total = estimate.plan_steps(cfg, items)
             how = "max steps" if cfg.max_steps else f"{cfg.epochs} epochs × {per_epoch}"
             lines.append(f"Steps: <b>{total:,}</b> ({how}; {n} images, batch {cfg.batch_size})")
+            if not device.has_gpu():
+                lines.append("No NVIDIA GPU found: training runs on the CPU, many times slower; "
+                             "the time left shows once training starts.")
         self.estimate.setText("<br>".join(lines))
 
     def focus_field(self, name: str) -> None:

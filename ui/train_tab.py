@@ -1,5 +1,6 @@
-"""The Train tab: settings on the left; Train/Stop, the live run, the log and past runs on the
-right. It owns the WorkerProcess of the current run."""
+"""The Train tab: settings on the left; Train/Stop, the live run (or a run's report card), the log
+and past runs on the right. It owns the WorkerProcess of the current run, and of the report card
+made after it (ui/evaluation.py), so one GPU worker runs at a time."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QPushButton, QSplitter,
                                QSystemTrayIcon, QTabWidget, QVBoxLayout, QWidget)
 
-from studio import config, protocol
+from studio import config, protocol, report_card
 from ui import outputs, theme
 from ui.app_settings import SettingsStore
+from ui.evaluation import Evaluation
+from ui.report_card_view import ReportCardView
 from ui.run_panel import RunPanel
 from ui.runs_list import RunsList
 from ui.session import ProjectSession
@@ -50,6 +53,18 @@ class TrainTab(QWidget):
         self.runs = RunsList(store)
         self.runs.status_message.connect(self.status_message)
         self.runs.resume_requested.connect(lambda run: self.start_training(resume=run))
+        self.report = ReportCardView(store)
+        self.report.status_message.connect(self.status_message)
+        self.report.use_file.connect(self.open_in_generate)
+        self.report.evaluate_requested.connect(self.start_evaluation)
+        self.report.cancel_requested.connect(self.stop_training)
+        self.evaluation = Evaluation(worker_factory, self)
+        self.evaluation.progress.connect(self._on_evaluation_progress)
+        self.evaluation.finished.connect(self._on_evaluation_finished)
+        self._after_evaluation: tuple[int, bool] | None = None  # the run's outcome, held back
+        self.runs.report_requested.connect(self.show_report)
+        self.panel.banner.report_button.clicked.connect(
+            lambda: self.panel.run_dir and self.show_report(self.panel.run_dir))
         self.panel.fix_requested.connect(self._apply_fix)
 
         self.train_button = QPushButton("Train")
@@ -79,12 +94,17 @@ class TrainTab(QWidget):
         top_layout = QVBoxLayout(top)
         top_layout.setContentsMargins(0, 0, 0, 0)
         top_layout.addLayout(buttons)
-        top_layout.addWidget(self.panel)
+        self.views = QTabWidget()  # the live run, or a run's report card (more room than below)
+        self.views.setDocumentMode(True)
+        self.views.addTab(self.panel, "Run")
+        self.views.addTab(self.report, "Report card")
+        top_layout.addWidget(self.views)
         right_split.addWidget(top)
         right_split.addWidget(lower)
         right_split.setStretchFactor(0, 4)
         right_split.setStretchFactor(1, 1)
         right_split.setChildrenCollapsible(False)
+        self.right_split = right_split
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.settings)
         split.addWidget(right_split)
@@ -115,6 +135,10 @@ class TrainTab(QWidget):
         self.update_train_button()
 
     def is_running(self) -> bool:
+        """Training, or making the report card after it: the GPU worker of this tab."""
+        return self._training() or self.evaluation.is_running()
+
+    def _training(self) -> bool:
         return self.worker is not None and self.worker.is_running()
 
     def blocker(self) -> str:
@@ -143,7 +167,9 @@ class TrainTab(QWidget):
         running = self.is_running()
         reason = "" if running else self.blocker()
         self.train_button.setEnabled(not running and not reason and not self.waiting_for_gpu)
-        self.stop_button.setEnabled(running and not self.worker.stop_requested)
+        self.stop_button.setEnabled(
+            (self._training() and not self.worker.stop_requested)
+            or (self.evaluation.is_running() and not self.evaluation.cancelling()))
         self.reason.setText(reason)
         if not running and self.worker is None:  # no run yet in this session
             self.panel.phase.setText("Ready to train." if not reason else "Not ready to train yet")
@@ -187,7 +213,10 @@ class TrainTab(QWidget):
             self.update_train_button()
 
     def stop_training(self) -> None:
-        if self.is_running():
+        if self.evaluation.is_running():
+            self.evaluation.cancel()
+            self.update_train_button()
+        elif self.is_running():
             self.worker.stop()
             self.panel.phase.setText("Stopping after this step and saving…")
             self.update_train_button()
@@ -201,13 +230,83 @@ class TrainTab(QWidget):
         worker = self.worker
         message = self.panel.finish(exit_code, crashed, worker.stderr_text(),
                                     worker.stop_requested)
-        self.runs.set_can_resume(True)
         self.runs.refresh()
         self.status_message.emit(message)
         self._notify(message)
+        run_dir = self.panel.run_dir
+        if (exit_code == protocol.EXIT_OK and not crashed and not worker.stop_requested
+                and self.panel.adapter is not None and run_dir is not None
+                and report_card.evaluate_after(run_dir)):
+            # The report card right away (evaluate_after_training): the run counts as running
+            # until it is made or cancelled, so the Generate tab's worker waits for the GPU.
+            self._after_evaluation = (exit_code, crashed)
+            self._evaluate(run_dir)
+            return
+        self.runs.set_can_resume(True)
         self.update_train_button()
         self.running_changed.emit(False)
         self.run_finished.emit(exit_code, crashed)
+
+    # --- the report card ------------------------------------------------------------------
+    def show_report(self, run_dir: Path) -> None:
+        if not (self.evaluation.is_running() and self.evaluation.run_dir == Path(run_dir)):
+            self.report.set_busy(False)
+        self.report.set_run(run_dir)
+        if self.evaluation.is_running() and self.evaluation.run_dir == Path(run_dir):
+            self.report.set_busy(True)
+            self.report.on_progress(self.evaluation.done, self.evaluation.total,
+                                    self.evaluation.text)
+        self.views.setCurrentWidget(self.report)
+        # The card's images need the height: the log and runs below keep a few lines.
+        sizes = self.right_split.sizes()
+        lower = min(sizes[1], 7 * self.fontMetrics().height())
+        self.right_split.setSizes([sum(sizes) - lower, lower])
+
+    def start_evaluation(self, run_dir: Path) -> None:
+        """The artist asked for a run's report card: free the GPU (the Generate tab's worker)
+        first, as for training."""
+        if self.is_running() or self.waiting_for_gpu:
+            return
+        if self.before_start is not None and not self.before_start(
+                lambda: self._gpu_freed_for(run_dir)):
+            self.waiting_for_gpu = True
+            self.update_train_button()
+            return
+        self._evaluate(run_dir)
+
+    def _gpu_freed_for(self, run_dir: Path) -> None:
+        self.waiting_for_gpu = False
+        self._evaluate(run_dir)
+
+    def _evaluate(self, run_dir: Path) -> None:
+        self.evaluation.start(run_dir)
+        self.report.set_run(run_dir)
+        self.report.set_busy(True)
+        self.runs.set_can_resume(False)
+        self.running_changed.emit(True)
+        self.update_train_button()
+
+    def _on_evaluation_progress(self, done: int, total: int, text: str) -> None:
+        if self.report.run_dir == self.evaluation.run_dir:
+            self.report.on_progress(done, total, text)
+        share = f" {100 * done // total} %" if total else "…"
+        self.views.setTabText(1, f"Report card{share}")
+
+    def _on_evaluation_finished(self, run_dir: Path, ok: bool, message: str) -> None:
+        self.views.setTabText(1, "Report card")
+        if self.report.run_dir == run_dir:
+            self.report.set_busy(False)
+            self.report.reload()
+            if not ok:
+                self.report.show_message(message)
+        self.runs.refresh()
+        self.runs.set_can_resume(True)
+        self.status_message.emit(("Report card: " if ok else "") + message)
+        self.update_train_button()
+        self.running_changed.emit(False)
+        outcome, self._after_evaluation = self._after_evaluation, None
+        if outcome is not None:
+            self.run_finished.emit(*outcome)
 
     def _apply_fix(self, fix: dict) -> None:
         """The settings an error event suggests (e.g. a smaller batch after running out of GPU

@@ -1,4 +1,4 @@
-"""WorkerProcess: the training worker (`python -m training train …`) behind Qt signals.
+"""WorkerProcess: the training worker (`python -m training train …`, also `evaluate`) behind Qt signals.
 
 QProcess delivers output as signals on the GUI thread, so there are no threads and no polling
 (design-anchors.md §3). Stop is cooperative first (a `stop` line, and stdin closing, both make
@@ -77,6 +77,11 @@ class WorkerProcess(QObject):
         for pair in overrides:
             args += ["--set", pair]
         self.start(args)
+
+    def start_evaluate(self, run_dir: Path) -> None:
+        """The report card of a finished run (`python -m training evaluate`): status, progress
+        and done events like a run, stopped the same way (`stop`, or stdin closing)."""
+        self.start(["evaluate", str(run_dir), "--control-stdin", "--json"])
 
     def start_serve(self, project: Path) -> None:
         """The generation worker (`python -m training serve`): commands go in with `send`."""

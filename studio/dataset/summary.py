@@ -91,6 +91,28 @@ def shows(mode: str, findings: list[Finding], excluded: bool) -> bool:
     return any(f.code in GROUPS.get(mode, ()) for f in findings)
 
 
+# First tags shared by whole datasets that are ordinary words, not a trigger word to invent
+# (booru subject tags, medium words and quality tags).
+ORDINARY_FIRST_TAGS = frozenset(
+    "1girl 1boy 2girls 2boys solo photo image picture painting drawing illustration sketch art "
+    "artwork portrait landscape anime manga style masterpiece scenery comic cartoon render "
+    "screenshot pixel photograph".split())
+
+
+def shared_trigger(texts: list[str]) -> str:
+    """The made-up word every caption starts with ("zxqstyle, a red circle"), or "". The
+    artist's captions already name the trigger; the trainer puts the trigger word first exactly
+    once (augment.full_caption), so adopting it changes no caption. Needs 3 captions or more; the
+    word is one token of letters and digits (4+ characters), not an ordinary first tag."""
+    firsts = {(captions.tags(t) or [""])[0].strip() for t in texts}
+    if len(texts) < 3 or len(firsts) != 1:
+        return ""
+    word = firsts.pop()
+    if len(word) < 4 or not word.isalnum() or word.lower() in ORDINARY_FIRST_TAGS:
+        return ""
+    return word
+
+
 def caption_style(texts: list[str]) -> str:
     """"tags", "sentences" (the trainer's own rule, augment.detect_style), or "none"."""
     texts = [t for t in texts if t.strip()]
@@ -112,6 +134,7 @@ class Summary:
     top_tags: list[tuple[str, int]]
     folders: dict[str, tuple[int, int]]  # kohya subfolder -> (images used, repeats)
     image_steps: int  # images x repeats per epoch (validation images included)
+    shared_trigger: str = ""  # the made-up word every caption starts with (shared_trigger)
 
 
 def summarize(report: Report, cfg) -> Summary:
@@ -133,4 +156,4 @@ def summarize(report: Report, cfg) -> Summary:
         caption_style=style, mean_words=sum(words) / len(words) if words else 0.0,
         top_tags=tag_counts.most_common(8) if style == "tags" else [],
         folders={g: (per_group[g], t) for g, t in report.folders.items()},
-        image_steps=sum(report.repeats_of(p) for p in used))
+        image_steps=sum(report.repeats_of(p) for p in used), shared_trigger=shared_trigger(texts))

@@ -97,6 +97,23 @@ def test_the_estimate_follows_the_rank(qtbot, window, clean_art, sd15):
     assert "Steps:" in settings.estimate.text()
 
 
+@pytest.mark.parametrize("gpu", [False, True])
+def test_the_wording_fits_the_device(qtbot, window, clean_art, sd15, monkeypatch, gpu):
+    from ui import device
+    from ui.gen_panel import OutputPanel
+
+    monkeypatch.setattr(device, "has_gpu", lambda: gpu)
+    open_and_wait(qtbot, window, clean_art, sd15)
+    settings = window.train_tab.settings
+    settings.editor("rank").slider.setValue(8)  # the estimate again, on this "machine"
+    text = settings.estimate.text()
+    assert ("GPU memory: ≈" in text) == gpu and ("emory: ≈" in text)
+    assert ("runs on the CPU" in text) == (not gpu)
+    panel = OutputPanel()
+    banner = panel.pause_banner.text()
+    assert ("needs the GPU to itself" in banner) == gpu
+
+
 def test_presets_apply_over_the_current_settings(qtbot, window, clean_art, sd15):
     import tomllib
 

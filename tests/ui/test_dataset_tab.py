@@ -179,3 +179,32 @@ def test_a_kohya_folder_shows_its_groups_and_edits_metadata_jsonl(qtbot, window,
     tab.exclude_button.click()
     assert window.session.config.exclude_images == ("10_ink/red.png",)
     assert {p: p.read_bytes() for p in folder.rglob("*.png")} == pixels  # never written
+
+
+def test_a_made_up_first_word_becomes_the_trigger_word_and_the_preview_is_large(
+        qtbot, window, tmp_path):
+    """The demo style set: every caption starts with "zxqstyle" (issue 14)."""
+    import shutil
+    from pathlib import Path
+
+    demo = tmp_path / "demo-style"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "assets" / "demo-style", demo)
+    before = digests(demo)
+    open_and_wait(qtbot, window, demo)
+    assert window.session.config.trigger_word == "zxqstyle"
+    assert not any(f.code == "near_duplicate" for f in window.session.report.findings)
+    assert digests(demo) == before
+    preview = window.dataset_tab.captions.preview
+    assert min(preview.minimumSize().toTuple()) >= 256  # a 64 px image at 4x or more
+
+
+def test_ordinary_shared_first_words_are_not_trigger_words():
+    from studio.dataset.summary import shared_trigger
+
+    assert shared_trigger(["zxqstyle, a red circle", "zxqstyle, a blue square",
+                           "zxqstyle, a star"]) == "zxqstyle"
+    assert shared_trigger(["zxqstyle, a", "zxqstyle, b"]) == ""  # too few to tell
+    assert shared_trigger(["1girl, red hair", "1girl, solo", "1girl, hat"]) == ""
+    assert shared_trigger(["a photo of a cat", "a photo of a dog", "a photo of a fox"]) == ""
+    assert shared_trigger(["inkwash, heron", "inkwash, reeds", "boat"]) == ""
+    assert shared_trigger(["my style, a", "my style, b", "my style, c"]) == ""  # not one word

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from studio import infotext, protocol
 from ui.merge_dialog import MergeDialog
+from ui.widgets.image_viewer import ImageViewer
 from uifixtures import *  # noqa: F403 (pytest fixtures)
 from uihelpers import make_run, open_and_wait, write_lora
 
@@ -215,6 +216,42 @@ def test_with_and_without_use_one_seed_and_show_both(qtbot, gen, fake_worker):
     assert "Without LoRA" in tab.compare.labels["without"].text()
     assert f"Same seed ({with_lora['seed']})" in tab.compare.caption.text()
     assert tab.history.count() == 2  # both are kept in the history too
+
+
+def test_with_and_without_at_one_scale_and_overlaid(qtbot, gen, monkeypatch):
+    tab, compare = gen, gen.compare
+    tab.views.setCurrentWidget(compare)
+    act(qtbot, tab, compare.button.click)
+    with_, without = compare.previews["with"], compare.previews["without"]
+    assert with_.size() == without.size() and with_.scale() == without.scale() >= 2
+    assert with_.scale() == int(with_.scale())  # 64 px results enlarged by whole pixels
+    assert compare.stack.currentIndex() == 0
+    compare.mode_buttons.buttons()[1].click()  # overlay with a split line
+    assert compare.stack.currentWidget() is compare.overlay and not compare.overlay.blinking()
+    assert compare.overlay.after.toImage() == with_.pixmap().toImage()
+    assert compare.overlay.before.toImage() == without.pixmap().toImage()
+    compare.mode_buttons.buttons()[2].click()  # blinking
+    assert compare.overlay.blinking()
+    compare.set_mode("side")
+    assert not compare.overlay.blinking() and compare.stack.currentIndex() == 0
+    compare.open_button.click()  # opens in the app, never depends on an external viewer
+    viewer = next(w for w in compare.findChildren(ImageViewer))
+    assert viewer.isVisible() and viewer.view.pixmap().size() == with_.pixmap().size()
+
+
+def test_open_full_size_opens_the_in_app_viewer(qtbot, gen, monkeypatch):
+    from PySide6.QtGui import QDesktopServices
+
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url))
+    tab = gen
+    act(qtbot, tab, tab.generate)
+    tab.result.open_button.click()
+    act(qtbot, tab, tab.grid.button.click)
+    tab.grid.open_button.click()
+    viewers = [w for w in tab.findChildren(ImageViewer) if w.isVisible()]
+    assert [v.windowTitle() for v in viewers] == [tab.result.path.name, tab.grid.path.name]
+    assert opened == []
 
 
 def test_the_grid_command_and_its_result(qtbot, gen, fake_worker, tmp_path, monkeypatch):

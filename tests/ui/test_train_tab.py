@@ -56,6 +56,19 @@ def test_progress_loss_samples_and_the_result(qtbot, ready, fake_worker, tmp_pat
     assert (loras / panel.adapter.name).read_bytes() == panel.adapter.read_bytes()
 
 
+def test_library_noise_stays_out_of_the_log_until_asked_for(qtbot, ready, fake_worker):
+    fake_worker.steps = 3
+    log = ready.train_tab.panel.log
+    run(qtbot, ready)
+    text = log.toPlainText()
+    assert "INFO training on the CPU" in text  # the engine's own lines stay
+    assert "torchvision" not in text and "Loading pipeline components" not in text
+    assert log.hidden.text() == "2 library messages hidden"
+    log.details.setChecked(True)
+    assert "requires torchvision" in log.toPlainText() and log.hidden.text() == ""
+    assert log.toPlainText().index("torchvision") < log.toPlainText().index("INFO training")
+
+
 def test_stop_sends_the_stop_command_and_keeps_the_lora(qtbot, ready, fake_worker):
     fake_worker.steps, fake_worker.delay = 500, 0.02
     tab = ready.train_tab

@@ -67,9 +67,11 @@ def write_lora(path: Path, metadata: dict[str, str]) -> Path:
 
 
 def make_run(project_root: Path, name: str, output: str = "inkwash-style",
-             trigger: str = "inkwash", checkpoints=(100, 200), final_step: int = 300) -> Path:
-    """A finished run folder like the engine writes: config.toml, the final LoRA and its
-    step checkpoints (each with kohya/modelspec metadata)."""
+             trigger: str = "inkwash", checkpoints=(100, 200), final_step: int = 300,
+             status: str | None = None, total: int = 0) -> Path:
+    """A run folder like the engine writes: config.toml, the final LoRA and its step
+    checkpoints (each with kohya/modelspec metadata); with `status` ("finished", "stopped",
+    "failed"), an events.jsonl that ended that way (stopped at `final_step` of `total`)."""
     from studio import config
 
     run = project_root / "runs" / name
@@ -81,6 +83,17 @@ def make_run(project_root: Path, name: str, output: str = "inkwash-style",
     for step in checkpoints:
         write_lora(run / "checkpoints" / f"{output}-step{step:06d}.safetensors",
                    {**meta, "ss_steps": str(step)})
+    if status is not None:
+        from studio import protocol
+
+        total = total or final_step
+        events = [protocol.Progress(step=final_step, total=total, epoch=1, loss=0.1, lr=1e-4)]
+        if status == "failed":
+            events.append(protocol.Error(message="The GPU ran out of memory.", hint="Retry."))
+        else:
+            events.append(protocol.Done(path=str(run / f"{output}.safetensors"),
+                                        stopped=status == "stopped", step=final_step))
+        (run / "events.jsonl").write_text("".join(e.to_json() + "\n" for e in events))
     return run
 
 

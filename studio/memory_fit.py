@@ -1,0 +1,203 @@
+"""Which training settings fit a GPU: the planner's inputs and results, the margin, "Fit to my GPU".
+
+Pure Python (no torch), so the window and the worker share it: `training/memory_plan.py`
+predicts a `Plan` for `MemorySettings` by counting one training step on fake tensors; this
+module turns plans into decisions. `fit()` walks the levers from fastest to slowest and returns
+the first settings whose plan, with the safety margin, fits the card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+GIB = 1024**3
+PLANNER_VERSION = 1  # bump when predictions change, so cached plans are recomputed
+
+# What a card holds besides torch's allocations (max_memory_allocated): the CUDA context and
+# cuBLAS/cuDNN workspaces (≈ 0.3-0.6 GiB on torch 2.x with lazy module loading), plus the
+# allocator's cached-but-unused blocks (reserved - allocated, typically 5-15 % in a training
+# loop). On Windows the desktop also takes a few hundred MB of a display card.
+CONTEXT_BYTES = int(0.6 * GIB)
+FRAGMENTATION = 0.10
+SAFETY = 0.05  # of the card: other programs, driver differences, our own error
+
+QUANTIZATIONS = ("none", "fp8", "nf4")  # frozen base UNet: bf16/fp16, fp8 (torchao), NF4 (bnb)
+PRECISIONS = ("fp32", "fp16", "bf16")
+OPTIMIZERS = ("adamw", "adamw8bit", "prodigy", "adafactor")
+ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+@dataclass(frozen=True)
+class MemorySettings:
+    """Everything the planner needs to know about one training setup (sizes in pixels)."""
+    model: str  # a diffusers folder holding unet/, vae/, text_encoder*/ config.json
+    width: int = 512  # the largest bucket (by area) the dataset trains at
+    height: int = 512
+    batch_size: int = 1
+    rank: int = 16
+    targets: tuple[str, ...] = ATTENTION
+    precision: str = "bf16"  # compute precision (autocast); frozen weights are stored in it
+    gradient_checkpointing: bool = False
+    train_text_encoder: bool = False
+    live_text: bool = False  # captions vary per step: the text encoders stay on the GPU (fp32)
+    optimizer: str = "adamw"
+    quantization: str = "none"
+    gradient_accumulation: int = 1
+    sample_size: int = 512  # samples render square at this size; 0 = no sampling
+    encode_batch: int = 4  # images per VAE encode while caching latents
+    images: int = 0  # dataset images whose cached latents (and texts) are kept on the GPU
+    device: str = "cuda"  # "cpu": CPU autocast rules (to compare with a real CPU step)
+
+    def replace(self, **changes) -> "MemorySettings":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["targets"] = list(self.targets)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "MemorySettings":
+        return cls(**{**d, "targets": tuple(d.get("targets", ATTENTION))})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Predicted peak GPU bytes (as torch.cuda.max_memory_allocated counts them) and where."""
+    training_bytes: int  # one optimizer step: forward, backward, optimizer update
+    caching_bytes: int  # encoding the dataset with the VAE (and text encoders) before training
+    sampling_bytes: int  # rendering a sample image mid-run (0 = no sampling)
+    parts: dict = field(default_factory=dict)  # bytes by kind at the training peak
+    settings: MemorySettings | None = None
+    saved_bytes: int = 0  # activations live at the end of the forward pass (kept for backward)
+
+    @property
+    def peak_bytes(self) -> int:
+        return max(self.training_bytes, self.caching_bytes, self.sampling_bytes)
+
+    @property
+    def limit(self) -> str:
+        """The phase that sets the peak: "training", "caching" or "sampling"."""
+        phases = {"training": self.training_bytes, "caching": self.caching_bytes,
+                  "sampling": self.sampling_bytes}
+        return max(phases, key=phases.get)
+
+    def to_json(self) -> dict:
+        return {"training_bytes": self.training_bytes, "caching_bytes": self.caching_bytes,
+                "sampling_bytes": self.sampling_bytes, "peak_bytes": self.peak_bytes,
+                "needed_bytes": needed_bytes(self), "limit": self.limit, "parts": self.parts,
+                "saved_bytes": self.saved_bytes,
+                "settings": self.settings.to_json() if self.settings else None}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Plan":
+        settings = MemorySettings.from_json(d["settings"]) if d.get("settings") else None
+        return cls(d["training_bytes"], d["caching_bytes"], d["sampling_bytes"],
+                   dict(d.get("parts", {})), settings, d.get("saved_bytes", 0))
+
+
+def needed_bytes(plan: Plan) -> int:
+    """What the card must have free for this plan: the peak, allocator slack, CUDA context."""
+    return int(plan.peak_bytes * (1 + FRAGMENTATION)) + CONTEXT_BYTES
+
+
+def fits(plan: Plan, gpu_bytes: int) -> bool:
+    return needed_bytes(plan) <= gpu_bytes * (1 - SAFETY)
+
+
+def live_text(caption_dropout: float, shuffle_tags: bool, tag_dropout: float,
+              train_text_encoder: bool) -> bool:
+    """Whether the text encoders run every step (and so stay on the GPU): the rule of
+    training/data.py (captions that change per step, or a trained text encoder)."""
+    return caption_dropout > 0 or shuffle_tags or tag_dropout > 0 or train_text_encoder
+
+
+def settings_for(cfg, model: str, buckets: list[tuple[int, int]], images: int = 0,
+                 precision: str = "bf16") -> MemorySettings:
+    """MemorySettings for a TrainConfig; `buckets` are the dataset's (width, height) buckets
+    (the largest by area sets the peak); `precision` is what "auto" becomes on the card."""
+    from studio.config import unet_targets
+
+    width, height = max(buckets or [(cfg.resolution, cfg.resolution)],
+                        key=lambda wh: (wh[0] * wh[1], wh))
+    mixed = cfg.mixed_precision.value
+    prec = {"no": "fp32", "auto": precision}.get(mixed, mixed)
+    samples = cfg.sample_every_n_epochs or cfg.sample_every_n_steps
+    return MemorySettings(
+        model=model, width=width, height=height, batch_size=cfg.batch_size, rank=cfg.rank,
+        targets=tuple(unet_targets(cfg)), precision=prec,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        train_text_encoder=cfg.train_text_encoder,
+        live_text=live_text(cfg.caption_dropout, cfg.shuffle_tags, cfg.tag_dropout,
+                            cfg.train_text_encoder),
+        optimizer=cfg.optimizer.value, quantization=getattr(cfg, "base_quantization", "none"),
+        gradient_accumulation=cfg.gradient_accumulation_steps,
+        sample_size=cfg.resolution if samples else 0, images=images)
+
+
+@dataclass(frozen=True)
+class Fit:
+    settings: MemorySettings | None  # None: nothing fits
+    plan: Plan | None  # the plan of `settings`, or of the last (smallest) candidate tried
+    changes: dict  # setting -> new value, relative to the settings asked for
+    tried: int  # candidates predicted
+
+    @property
+    def ok(self) -> bool:
+        return self.settings is not None
+
+
+def candidates(s: MemorySettings, quantizations: tuple[str, ...] = QUANTIZATIONS
+               ) -> list[MemorySettings]:
+    """Settings to try, fastest first. Levers, in order of what they cost:
+    1. gradient checkpointing (≈ 20-30 % slower steps), only when the same batch does not fit;
+    2. a smaller batch, halved each time, with gradient accumulation keeping the effective batch
+       (fewer images per kernel launch: slower per image, same training);
+    3. Adafactor instead of AdamW/Prodigy (no per-weight moments; changes the optimizer);
+    4. a quantized frozen base last (fp8, then NF4): dequantizing every layer costs time and
+       some precision."""
+    batches = []
+    b = s.batch_size
+    while b >= 1:
+        batches.append(b)
+        b = b // 2 if b > 1 else 0
+    optimizers = [s.optimizer] + (["adafactor"] if s.optimizer in ("adamw", "prodigy") else [])
+    quants = [q for q in QUANTIZATIONS[QUANTIZATIONS.index(s.quantization):]
+              if q in quantizations or q == s.quantization]
+    effective = s.batch_size * s.gradient_accumulation
+    out = []
+    for quant in quants:
+        for optimizer in optimizers:
+            for batch in batches:
+                for ckpt in ([False, True] if not s.gradient_checkpointing else [True]):
+                    out.append(s.replace(quantization=quant, optimizer=optimizer,
+                                         batch_size=batch, gradient_checkpointing=ckpt,
+                                         gradient_accumulation=max(1, effective // batch)))
+    return out
+
+
+def _changes(old: MemorySettings, new: MemorySettings) -> dict:
+    names = ("batch_size", "gradient_accumulation", "gradient_checkpointing", "optimizer",
+             "quantization")
+    return {n: getattr(new, n) for n in names if getattr(new, n) != getattr(old, n)}
+
+
+def fit(s: MemorySettings, gpu_bytes: int, predict: Callable[[MemorySettings], Plan],
+        quantizations: tuple[str, ...] = QUANTIZATIONS) -> Fit:
+    """The fastest candidate (see `candidates`) whose plan fits `gpu_bytes` with the margin;
+    `quantizations` limits the base quantizations offered (those the trainer can run)."""
+    plan = None
+    tries = candidates(s, quantizations)
+    for n, cand in enumerate(tries, 1):
+        plan = predict(cand)
+        if fits(plan, gpu_bytes):
+            return Fit(cand, plan, _changes(s, cand), n)
+    return Fit(None, plan, {}, len(tries))
+
+
+# Settings names as TrainConfig spells them (for `--set`, presets and the GUI's fix buttons).
+CONFIG_NAMES = {"batch_size": "batch_size", "gradient_accumulation": "gradient_accumulation_steps",
+                "gradient_checkpointing": "gradient_checkpointing", "optimizer": "optimizer",
+                "quantization": "base_quantization"}

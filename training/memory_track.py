@@ -1,0 +1,132 @@
+"""Counts the bytes a torch program holds, op by op, on fake tensors: the memory planner's meter.
+
+`LiveBytes` is a TorchDispatchMode that sees every tensor an op returns, keeps a weak reference to
+its storage and adds its size to the current phase's part ("activations", "optimizer", ...);
+when the storage dies the bytes go away again. Under FakeTensorMode nothing is allocated, so a
+full SDXL step can be counted on a laptop. The peak and the parts at the peak are what
+`torch.cuda.max_memory_allocated()` would report, up to the CUDA allocator's rounding
+(`rounding=512`) and what kernels allocate inside themselves (workspaces).
+
+`CudaAutocast` makes the CPU's autocast behave like CUDA's where it changes memory: CUDA runs
+group/layer norm, softmax and the other "autocast to float32" ops in fp32 (their outputs, saved
+for backward, are twice the size); CPU autocast leaves them in the input's precision. A CPU-only
+torch cannot build fake CUDA tensors with autograd ("not linked with support for cuda devices"),
+so the CPU device stands in for the GPU and this mode supplies the difference.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+PARTS = ("weights", "lora", "text_encoders", "data", "activations", "gradients", "optimizer")
+
+
+class LiveBytes(TorchDispatchMode):
+    """Live storage bytes per part, their peak, and the parts at the peak."""
+
+    def __init__(self, rounding: int = 1):
+        super().__init__()
+        self.rounding = rounding
+        self.phase = "activations"  # the part new storages count towards
+        self.now = dict.fromkeys(PARTS, 0)
+        self.peak = 0
+        self.at_peak = dict(self.now)
+        self._live: dict[int, tuple[weakref.ref, str, int]] = {}
+
+    def _size(self, storage) -> int:
+        n = storage.nbytes()
+        return -(-n // self.rounding) * self.rounding if n else 0
+
+    def _forget(self, key: int) -> None:
+        _, part, size = self._live.pop(key)
+        self.now[part] -= size
+
+    def add(self, tensor: torch.Tensor, part: str | None = None) -> None:
+        """Count a tensor's storage (once, however many views share it) towards `part`."""
+        storage = tensor.untyped_storage()
+        key = id(storage)
+        if key in self._live:
+            return
+        size = self._size(storage)
+        # The callback runs when the storage is freed: its bytes stop counting from then on.
+        ref = weakref.ref(storage, lambda _, k=key: self._forget(k) if k in self._live else None)
+        part = part or self.phase
+        self._live[key] = (ref, part, size)
+        self.now[part] += size
+
+    def move(self, tensor: torch.Tensor, part: str) -> None:
+        """Count an already counted storage towards another part (a gradient made in backward)."""
+        key = id(tensor.untyped_storage())
+        if key not in self._live:
+            self.add(tensor, part)
+            return
+        ref, old, size = self._live[key]
+        self.now[old] -= size
+        self.now[part] += size
+        self._live[key] = (ref, part, size)
+
+    def add_module(self, module: torch.nn.Module, part: str, scale=None) -> None:
+        """Count a module's parameters and buffers; `scale(name, tensor)` may override bytes
+        (a quantized weight stored in fewer bytes than the tensor that stands in for it)."""
+        for name, t in [*module.named_parameters(), *module.named_buffers()]:
+            self.add(t, part)
+            if scale is not None:
+                key = id(t.untyped_storage())
+                ref, p, size = self._live[key]
+                new = int(scale(name, t, size))
+                self.now[p] += new - size
+                self._live[key] = (ref, p, new)
+
+    @property
+    def total(self) -> int:
+        return sum(self.now.values())
+
+    def check_peak(self) -> None:
+        total = self.total
+        if total > self.peak:
+            self.peak, self.at_peak = total, dict(self.now)
+
+    def reset_peak(self) -> None:
+        self.peak, self.at_peak = self.total, dict(self.now)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                self.add(t)
+        self.check_peak()
+        return out
+
+
+def _to_fp32(value):
+    if isinstance(value, torch.Tensor) and value.dtype in (torch.float16, torch.bfloat16):
+        return value.float()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_fp32(v) for v in value)
+    return value
+
+
+# CUDA's "autocast to float32" ops that a Stable Diffusion step calls (torch.amp docs, "CUDA Ops
+# that can autocast to float32"); CPU autocast keeps them in bf16/fp16.
+FP32_OPS = {F.group_norm, F.layer_norm, F.softmax, F.log_softmax, F.mse_loss, F.softplus,
+            torch.softmax, torch.log_softmax, torch.exp, torch.pow, torch.rsqrt, torch.log,
+            torch.Tensor.softmax, torch.Tensor.log_softmax, torch.Tensor.exp, torch.Tensor.pow,
+            torch.Tensor.__pow__, torch.Tensor.rsqrt, torch.Tensor.log, torch.cumsum,
+            torch.Tensor.cumsum, torch.cumprod, torch.Tensor.cumprod, torch.norm,
+            torch.Tensor.norm, F.normalize}
+
+
+class CudaAutocast(TorchFunctionMode):
+    """Inside a CPU autocast region, run CUDA's fp32 ops in fp32 as CUDA autocast does."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in FP32_OPS and torch.is_autocast_enabled("cpu"):
+            args, kwargs = _to_fp32(args), {k: _to_fp32(v) for k, v in kwargs.items()}
+        return func(*args, **kwargs)

@@ -1,0 +1,89 @@
+"""The report card being made: one `python -m training evaluate RUN_DIR` worker (ui/worker.py) behind
+Qt signals, cancellable, its progress and outcome in words for the Report card view."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+
+from studio import crash_hints, protocol
+from ui.worker import WorkerProcess
+
+
+class Evaluation(QObject):
+    """`started(run_dir)`, `progress(done, total, text)`, `finished(run_dir, ok, message)`:
+    ok when report_card.json was written; otherwise the message says why (cancelled, the
+    worker's own error and hint, or a crash)."""
+
+    started = Signal(object)
+    progress = Signal(int, int, str)
+    finished = Signal(object, bool, str)
+
+    def __init__(self, worker_factory: Callable[[], WorkerProcess], parent=None):
+        super().__init__(parent)
+        self.worker_factory = worker_factory
+        self.worker: WorkerProcess | None = None
+        self.run_dir: Path | None = None
+        self.text = ""
+        self.done = self.total = 0
+        self._error: protocol.Error | None = None
+        self._result: protocol.Done | None = None
+
+    def is_running(self) -> bool:
+        return self.worker is not None and self.worker.is_running()
+
+    def cancelling(self) -> bool:
+        return self.is_running() and self.worker.stop_requested
+
+    def start(self, run_dir: Path) -> None:
+        if self.is_running():
+            return
+        if self.worker is not None:
+            self.worker.deleteLater()
+        self.run_dir, self.text, self.done, self.total = Path(run_dir), "Starting…", 0, 0
+        self._error = self._result = None
+        self.worker = worker = self.worker_factory()
+        worker.setParent(self)
+        worker.event_received.connect(self._on_event)
+        worker.finished.connect(self._on_finished)
+        worker.start_evaluate(self.run_dir)
+        self.started.emit(self.run_dir)
+        self.progress.emit(0, 0, self.text)
+
+    def cancel(self) -> None:
+        """Stop between two images; nothing is written (the worker saves a card only whole)."""
+        if self.is_running():
+            self.worker.stop()
+            self.text = "Cancelling…"
+            self.progress.emit(self.done, self.total, self.text)
+
+    def _on_event(self, event: protocol.Event) -> None:
+        if isinstance(event, protocol.Status):
+            self.text = event.text or self.text
+        elif isinstance(event, protocol.Progress):
+            self.done, self.total = event.step, event.total
+        elif isinstance(event, protocol.Error):
+            self._error = event
+            return
+        elif isinstance(event, protocol.Done):
+            self._result = event
+            return
+        else:
+            return
+        if not self.worker.stop_requested:
+            self.progress.emit(self.done, self.total, self.text)
+
+    def _on_finished(self, exit_code: int, crashed: bool) -> None:
+        worker, result, error = self.worker, self._result, self._error
+        if result is not None and not result.stopped and exit_code == protocol.EXIT_OK:
+            ok, message = True, self.text  # the last status: the recommendation's "why"
+        elif worker.stop_requested or (result is not None and result.stopped):
+            ok, message = False, "The report card was cancelled; nothing was written."
+        elif error is not None and not crashed:
+            ok, message = False, error.message + (f" {error.hint}" if error.hint else "")
+        else:
+            ok, message = False, (f"The evaluation process crashed (exit code {exit_code}). "
+                                  + crash_hints.hint(worker.stderr_text(), exit_code, crashed))
+        self.finished.emit(self.run_dir, ok, message)
