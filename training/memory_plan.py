@@ -40,22 +40,17 @@ def resolve_model(value: str, project_root: Path | None = None) -> Path:
     architecture's shipped config folder)."""
     if value in SHORT_NAMES:
         return CONFIGS / SHORT_NAMES[value]
-    from studio import model_info
+    from studio.base_model import configs, detect, inspect
 
-    path = Path(value).expanduser()
-    if not path.is_absolute() and project_root is not None:
-        path = project_root / path
-    if path.is_dir() and (path / "unet" / "config.json").is_file():
-        return path
+    try:  # the worker's own lookup (a path, relative to the project, or a cached Hub id)
+        path, _ = inspect.locate(value, project_root)
+    except detect.BaseModelRefused as exc:
+        raise FileNotFoundError(f"No model configs found for {value!r}: {exc}") from None
     if path.is_file():
-        from studio.checkpoint_detect import detect
-        from training.single_file import config_name
-
-        found = detect(path)
-        return CONFIGS / config_name(found.architecture, found.prediction_type)
-    snapshot = model_info.hub_snapshot(value) if value.count("/") == 1 else None
-    if snapshot is not None and (snapshot / "unet" / "config.json").is_file():
-        return snapshot
+        found = detect.detect(path)
+        return configs.config_folder(found.architecture, found.prediction_type)
+    if (path / "unet" / "config.json").is_file():
+        return path
     raise FileNotFoundError(f"No model configs found for {value!r}: give a diffusers folder, a "
                             f"single .safetensors file, or one of {', '.join(SHORT_NAMES)}.")
 
@@ -371,10 +366,12 @@ def project_settings(project, cfg: TrainConfig) -> MemorySettings:
     """The MemorySettings a project's training would run with: its model's configs, its
     largest bucket, its caption rules; "auto" precision as this machine's GPU would pick it
     (bf16 where there is none, as on most current cards)."""
-    from studio import dataset, plan
+    from studio import dataset
+    from studio.dataset import plan
     from studio.memory_fit import settings_for
 
-    items, _ = dataset.scan(project.resolve(cfg.dataset_dir), cfg.exclude_images, cfg.repeats)
+    items = dataset.scan(project.resolve(cfg.dataset_dir), cfg.exclude_images,
+                         cfg.repeats).training_items()
     sizes = plan.bucket_sizes([it.size for it in items], cfg)
     precision = "bf16"
     if torch.cuda.is_available():
