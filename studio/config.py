@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import enum
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,11 @@ import tomli_w
 from studio.config_choices import (BaseQuantization, CaptionStyle, LrSchedule, Optimizer,
                                    Precision, PredictionType, SaveDtype, TargetPreset)
 from studio.config_schema import SCHEMA_VERSION, migrate  # config.SCHEMA_VERSION: used as is
-from studio.paths import name_problem
+from studio.paths import MAX_NAME_BYTES, name_problem
+
+# The longest name a run writes: a step LoRA file (training/train.py) while studio/atomic.py
+# writes it, 7-digit steps. Checked up front, not at the final save (issue 13).
+LONGEST_WRITTEN = ".{}-step0000000.safetensors.abcdefgh.tmp"
 
 
 def option(default: Any, label: str, help: str, group: str, *, minimum: float | None = None,
@@ -271,9 +277,8 @@ class TrainConfig:
                               "Output", advanced=True)
 
     # --- Bookkeeping ------------------------------------------------------------------------
-    schema: int = field(default=SCHEMA_VERSION, metadata=dict(
-        label="Schema", help="Version of this file's layout.", group="Internal", minimum=None,
-        maximum=None, step=None, advanced=True, log_scale=False))
+    schema: int = option(SCHEMA_VERSION, "Schema", "Version of this file's layout.", "Internal",
+                         advanced=True)
 
 
 TARGETS = {
@@ -340,26 +345,18 @@ def coerce(name: str, value: Any) -> Any:
             return value.lower() in {"true", "yes", "on", "1"}
         raise ValueError(f"must be true or false, not {value!r}")
     if kind is int:
-        if isinstance(value, bool):
-            raise ValueError(f"must be a whole number, not {value!r}")
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                pass
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            return int(value.replace("_", ""))
         raise ValueError(f"must be a whole number, not {value!r}")
     if kind is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            return float(value)  # a string; "nan" parses, and validate refuses it
         raise ValueError(f"must be a number, not {value!r}")
     if kind is tuple:
         if isinstance(value, str):
@@ -410,7 +407,9 @@ def validate(cfg: TrainConfig) -> list[Problem]:
     problems = []
     for name, f in FIELDS.items():
         value, meta = getattr(cfg, name), f.metadata
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):  # NaN passes every < and >
+            problems.append(Problem(name, f"must be a finite number, not {value}"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             if meta["minimum"] is not None and value < meta["minimum"]:
                 problems.append(Problem(name, f"must be at least {meta['minimum']:g}, not {value:g}"))
             if meta["maximum"] is not None and value > meta["maximum"]:
@@ -425,6 +424,10 @@ def validate(cfg: TrainConfig) -> list[Problem]:
     if why := name_problem(cfg.output_name) or (
             "starts with a dot or a space" if cfg.output_name[:1] in ". " else None):
         problems.append(Problem("output_name", f"{cfg.output_name!r} {why}"))
+    elif (extra := len(LONGEST_WRITTEN.format(cfg.output_name).encode()) - MAX_NAME_BYTES) > 0:
+        problems.append(Problem("output_name", f"is too long: with \"-step000123.safetensors\" "
+                        f"and a temporary suffix the run's file names pass the {MAX_NAME_BYTES}-"
+                        f"byte limit of file systems; shorten it by {extra} bytes or more"))
     if cfg.trigger_word != cfg.trigger_word.strip() or "," in cfg.trigger_word:
         problems.append(Problem("trigger_word", "must not have surrounding spaces or commas"))
     return problems

@@ -125,6 +125,14 @@ def test_fp8_is_accepted_with_a_note_and_missing_vae_reported(tmp_path):
     assert "v_prediction" in info.value.hint
 
 
+def test_text_encoder_without_text_model_is_sd1(tmp_path):
+    # The layout pre-2022 tools and transformers >= 5.6 write; A1111 and ComfyUI load it.
+    old = {**drop(SD1, cd.SD1_TE), cd.SD1_TE_OLD: ("F16", [49408, 768])}
+    found = detect(write(tmp_path / "old.safetensors", old))
+    assert (found.architecture, found.text_hidden) == ("sd1", (768,))
+    assert "without 'text_model.'" in " ".join(found.notes)
+
+
 def drop(layout, *keys):
     return {k: v for k, v in layout.items() if k not in keys}
 
@@ -148,7 +156,6 @@ REFUSED = {
     "mixed": ({**SD1, TO_K.format(1): ("F16", [320, 1024])}, "different models"),
     "xl_no_label": (drop(SDXL, cd.LABEL_EMB), "mis-packed"),
     "sd1_label": ({**SD1, cd.LABEL_EMB: ("F16", [1280, 2816])}, "class/size embedding"),
-    "old_te": ({**drop(SD1, cd.SD1_TE), cd.SD1_TE_OLD: ("F16", [49408, 768])}, "old text"),
     "nf4": ({**SD1, U + "input_blocks.1.1.proj_in.weight": ("U8", [1000])}, "quantised"),
 }
 

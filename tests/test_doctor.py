@@ -70,7 +70,8 @@ def folder_state(folder: Path) -> dict[str, tuple]:
     state = {}
     for p in sorted(folder.iterdir()):
         st = os.lstat(p)
-        content = os.readlink(p).encode() if p.is_symlink() else p.read_bytes()
+        content = os.readlink(p).encode() if p.is_symlink() else \
+            p.read_bytes() if p.is_file() else b"not a file"  # never open the FIFO
         state[p.name] = (hashlib.sha256(content).hexdigest(), st.st_mode, st.st_mtime_ns)
     return state
 
@@ -124,6 +125,11 @@ def corpus(tmp_path_factory) -> Path:
     frames = [Image.new("RGB", (128, 128), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
     save("anim.gif", frames[0], save_all=True, append_images=frames[1:], duration=100)
     (d / "photo.heic").write_bytes(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + os.urandom(200))
+    # A real HEIC (96x72, written by pillow-heif 1.8.1): iPhone photos train (issue 13).
+    shutil.copy(Path(__file__).parent / "data" / "iphone.heic", d / "iphone.heic")
+    (d / "iphone.txt").write_text("a phone photo")
+    (d / "layers.psd").write_bytes(b"8BPS\0\x01" + bytes(200))  # beside the exports: harmless
+    os.mkfifo(d / "pipe.png")  # opening it would block forever: never opened
     save("tiny.png", picture(9, (32, 32)))
     save("cafe.png", caption="caf\xe9 cr\xe8me, \u201cquoted\u201d".encode("cp1252"))
     save("empty.png", caption=" \r\n")
@@ -160,7 +166,8 @@ EXPECTED = [  # file, code, severity
     ("cmyk.jpg", "cmyk", "warning"), ("icc.png", "icc_profile", "info"),
     ("bomb.png", "bomb", "error"), ("big.png", "bomb", "error"),
     ("truncated.jpg", "corrupt", "error"), ("truncated.png", "corrupt", "error"),
-    ("anim.gif", "animated", "warning"), ("photo.heic", "unsupported", "error"),
+    ("anim.gif", "animated", "warning"), ("photo.heic", "corrupt", "error"),
+    ("layers.psd", "unsupported", "warning"), ("pipe.png", "not_a_file", "warning"),
     ("tiny.png", "too_small", "warning"), ("good_copy.png", "duplicate", "warning"),
     ("near.jpg", "near_duplicate", "warning"), ("cafe.png", "caption_not_utf8", "warning"),
     ("empty.png", "caption_empty", "warning"), ("nocap.png", "caption_missing", "warning"),
@@ -198,7 +205,10 @@ def test_pairs_clean_files_and_report_formats(checked, corpus):
     assert checked.sizes[corpus / "rotated.jpg"] == (64, 128)
     assert corpus / "outside.png" not in checked.sizes  # never followed
     usable = {p.name for p in checked.usable()}
-    assert "good.png" in usable and not usable & {"bomb.png", "truncated.jpg", "photo.heic"}
+    assert "good.png" in usable and not usable & {"bomb.png", "truncated.jpg", "photo.heic",
+                                                  "layers.psd"}
+    assert "iphone.heic" in usable and corpus / "pipe.png" not in checked.images
+    assert "(it is not used)" in checked.for_path(corpus / "layers.psd")[0].message
     data = json.loads(json.dumps(checked.to_json()))
     assert data["counts"]["error"] == len(checked.errors) == 7
     text = checked.to_text()
@@ -226,6 +236,9 @@ def test_decoded_pixels(corpus):
     assert g > 150 and r < 90, "the embedded profile's swapped primaries were not applied"
     srgb_im, notes = images.open_rgb(corpus / "srgb.png")
     assert notes == [] and srgb_im.tobytes() == picture(7).tobytes()  # sRGB is left alone
+    im, notes = images.open_rgb(corpus / "iphone.heic")
+    assert im.size == (96, 72) and notes == [] and im.getpixel((50, 35))[2] < 60  # yellow box
+    assert im.getpixel((2, 2))[2] > 60 and im.getpixel((93, 2))[0] > 200  # the gradient
     im, notes = images.open_rgb(corpus / "anim.gif")
     assert im.getpixel((5, 5)) == (255, 0, 0) and "3 frames" in notes[0]
 
@@ -241,7 +254,8 @@ def test_sixteen_bit_ramp_keeps_its_levels(tmp_path):
 
 
 @pytest.mark.parametrize("name,code", [("bomb.png", "bomb"), ("big.png", "bomb"),
-                                       ("truncated.jpg", "corrupt"), ("photo.heic", "unsupported")])
+                                       ("truncated.jpg", "corrupt"), ("photo.heic", "corrupt"),
+                                       ("layers.psd", "unsupported")])
 def test_problems_raise_a_named_value_error(corpus, name, code):
     with pytest.raises(ValueError, match=name.replace(".", r"\.")) as info:
         images.open_rgb(corpus / name)

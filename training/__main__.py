@@ -17,8 +17,10 @@ dataset (nothing is written then), anything else a crash.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import shutil
 import sys
 import traceback
 from pathlib import Path
@@ -116,12 +118,66 @@ def resolve_config(project: Project, config_file: Path | None, overrides: list[s
     return config.parse_overrides(overrides, cfg)
 
 
+class LogFile(logging.FileHandler):
+    """The run's log file. When a write fails (disk full, a removed drive) it says so once on
+    stderr and stops writing, instead of logging's "--- Logging error ---" traceback per line
+    (logging.Handler.handleError); the terminal and events.jsonl still get everything."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not self.failed:
+            self.failed = True
+            sys.stderr.write(f"warning: the log file {self.baseFilename} can no longer be "
+                             f"written ({sys.exc_info()[1]}); logging to the terminal only\n")
+
+
 def setup_logging(run: RunDir | None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if run is not None:
-        handlers.append(logging.FileHandler(run.log, encoding="utf-8"))
+        handlers.append(LogFile(run.log, encoding="utf-8"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         handlers=handlers, force=True)
+
+
+RECORDS = ("config.toml", "events.jsonl", "log.txt")  # what a run holds before it trains
+
+
+def discard_run(run: RunDir, created: bool) -> None:
+    """Take back a run folder a refused or failed start wrote, so "nothing written" holds: the
+    folder if this start created it, else (an empty --run-dir) the records written into it.
+    Never when it holds anything else (a LoRA, a resume point, samples)."""
+    if any(p.is_file() and p.relative_to(run.path).as_posix() not in RECORDS
+           for p in run.path.rglob("*")):
+        return
+    setup_logging(None)  # closes log.txt (Windows cannot delete an open file)
+    if created:
+        shutil.rmtree(run.path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            run.path.parent.rmdir()  # runs/ too, when this was its only run
+    else:
+        for name in RECORDS:
+            (run.path / name).unlink(missing_ok=True)
+
+
+def check_run_dir(project: Project, cfg: TrainConfig, run_dir: Path) -> str | None:
+    """Why `--run-dir` cannot hold a run (None if it can): a run writes config, logs and LoRAs
+    there, so never into the dataset (only read, never changed) or over the project."""
+    target, data = run_dir.resolve(), project.resolve(cfg.dataset_dir).resolve()
+    if target == project.root.resolve():
+        return f"{run_dir} is the project folder itself; give a new folder for the run"
+    if target.is_relative_to(data):
+        return (f"{run_dir} is inside the dataset folder {data}, which LoRA Studio never "
+                f"writes to; give a folder outside it")
+    if target.exists() and not target.is_dir():
+        return f"{run_dir} is a file, not a folder"
+    if target.is_dir() and any(target.iterdir()):
+        return f"{run_dir} is not empty; give a new or empty folder"
+    return None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -156,31 +212,44 @@ def cmd_train(args: argparse.Namespace) -> int:
         return fail(2, str(exc), "Fix or remove the files named above; the dataset folder is "
                                  "never changed by LoRA Studio.", str(first.path))
 
-    point = None  # the resume point, read back and checked once, here
+    if args.run_dir and not args.resume and (why := check_run_dir(project, cfg, args.run_dir)):
+        return fail(2, f"--run-dir: {why}.", "Leave --run-dir out to create the run in the "
+                                             "project's runs/ folder.", "run_dir")
+    point, notes = None, []  # the resume point, read back and checked once, here
     if args.resume:
         from training import resume
 
-        path = find_resume_point(project, args.resume)
-        if path is None:
-            where = project.runs if args.resume == "latest" else args.resume
-            return fail(2, f"Nothing to resume: no complete resume point in {where}.",
-                        "Start a new run (without --resume).", "resume")
         try:
+            path, notes = find_resume_point(project, args.resume)
             point = resume.open_point(path, cfg, resume.dataset_manifest(items))
         except resume.ResumeError as exc:
             return fail(2, str(exc), exc.hint, exc.field)
     # The worker alone creates the run folder (the GUI learns it from the status event below),
     # and only now: a run refused above leaves nothing behind.
+    created = False
     if main_rank:
         run = RunDir(point.path.parent.parent) if point else \
-            RunDir(args.run_dir.resolve()) if args.run_dir else project.new_run()
-        run.path.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(run.config, config.to_toml(cfg))
-        sink.attach_file(run.events)
-        setup_logging(run)
+            RunDir(args.run_dir.resolve()) if args.run_dir else None
+        try:
+            if run is None:
+                run, created = project.new_run(), True
+            elif not run.path.exists():
+                run.path.mkdir(parents=True)
+                created = True
+            atomic.write_text(run.config, config.to_toml(cfg))
+            sink.attach_file(run.events)
+            setup_logging(run)
+        except OSError as exc:  # a full or read-only disk: an error event, not a traceback
+            if run is not None and not point:
+                discard_run(run, created)
+            return fail(1, *start_failure(exc, run.path if run else project.runs))
     else:
         run = RunDir(project.runs / f".rank{os.environ['RANK']}")  # never written to
     sink.emit(protocol.Status("loading_model", f"Run folder {run.path}", {"run_dir": str(run.path)}))
+    for note in notes:
+        log.warning("%s", note)
+        sink.emit(protocol.WarningEvent(message=note, hint="Nothing to do: the run goes on from "
+                                                          "the newest intact resume point."))
     control = Control(stdin_control=args.control_stdin)
 
     from studio.diskspace import DiskFull
@@ -190,9 +259,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(project, cfg, run, items, sink, control, point)
     except UserError as exc:  # the model, data, optimizer or resume point: fix and retry
-        return fail(2, str(exc), exc.hint, exc.field)
+        code = fail(2, str(exc), exc.hint, exc.field)
+        if main_rank and not point:
+            discard_run(run, created)  # exit 2 means nothing written (README)
+        return code
     except DiskFull as exc:
-        return fail(1, exc.strerror, exc.hint)
+        code = fail(1, exc.strerror, exc.hint)
+        if main_rank and not point:
+            discard_run(run, created)
+        return code
     except OutOfMemory as exc:
         return fail(1, str(exc), exc.hint, next(iter(exc.fix)), exc.fix)
     except TrainingDiverged as exc:
@@ -208,17 +283,63 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def find_resume_point(project: Project, spec: str) -> Path | None:
-    """`latest`: the newest complete resume point of the project's runs; else `spec` is a resume
-    point folder or a run folder (its newest one)."""
+def start_failure(exc: OSError, where: Path) -> tuple[str, str]:
+    """(message, hint) for a run folder that could not be written."""
+    from studio.diskspace import DiskFull, free_bytes, is_disk_full
+
+    if is_disk_full(exc) and not isinstance(exc, DiskFull):
+        exc = DiskFull(where, None, free_bytes(where if where.exists() else where.parent))
+    if isinstance(exc, DiskFull):
+        return exc.strerror, exc.hint
+    return (f"Could not create the run folder {where}: {exc.strerror or exc}.",
+            "Check that the project folder is on a writable disk with free space.")
+
+
+def find_resume_point(project: Project, spec: str) -> tuple[Path, list[str]]:
+    """The resume point `--resume` continues, and warnings to show; a ResumeError says which
+    run was looked at and why it cannot go on.
+
+    `latest` looks at the project's newest run only: an older run is never picked silently (its
+    settings would then "differ" for no reason the artist can see); `spec` may also be a run
+    folder (its newest intact resume point) or one resume point folder. A finished run is never
+    reopened: resuming would overwrite its LoRA."""
+    from studio import run_history
     from training import resume
 
+    point = None
     if spec == "latest":
-        return resume.latest([r.path for r in project.list_runs()])
-    path = Path(spec).resolve()
-    if (path / "state.json").is_file():
-        return path
-    return resume.latest([path])
+        runs = project.list_runs()
+        if not runs:
+            raise resume.ResumeError(f"Nothing to resume: {project.runs} holds no run.",
+                                     "Start a new run (without --resume).")
+        run, what = runs[-1], f"the newest run, {runs[-1].path.name},"
+    else:
+        path = Path(spec).resolve()
+        if (path / "state.json").is_file():
+            point, path = path, path.parent.parent
+        run, what = RunDir(path), f"the run {path}"
+    summary = run_history.summarize(run)
+    if summary.status == "finished":
+        raise resume.ResumeError(
+            f"Nothing to resume: {what} finished (step {summary.step}); a finished run is "
+            f"never reopened, so its LoRA stays as it is.",
+            "That run finished; start a new run (without --resume), e.g. with more steps.")
+    if point is not None:
+        return point, []
+    point, damaged = resume.newest_intact(run.path)
+    notes = [f"The resume point {p.name} of run {run.path.name} is damaged and was skipped "
+             f"({why})" for p, why in damaged]
+    if point is None:
+        why = "; ".join(notes) if notes else "it stopped before its first resume point was saved"
+        older = [r for r in project.list_runs() if r != run and
+                 run_history.summarize(r).resumable] if spec == "latest" else []
+        hint = (f"To continue the older run {older[-1].path.name}, name it: --resume "
+                f"{older[-1].path}" if older else "Start a new run (without --resume).")
+        raise resume.ResumeError(f"Nothing to resume: {what} has no intact resume point "
+                                 f"({why}).", hint)
+    if notes:
+        notes[-1] += f"; resuming from {point.name}, the newest intact one"
+    return point, notes
 
 
 def hint_for(exc: BaseException) -> str:

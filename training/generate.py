@@ -159,7 +159,9 @@ class Generator:
                     if on_step:
                         on_step(index, step + 1, req.steps)
                     if cancel is not None and cancel.is_set():
-                        pipe._interrupt = True  # diffusers checks this before the next step
+                        # Out at once: diffusers' `_interrupt` skips the remaining steps but still
+                        # VAE-decodes, seconds at large sizes (issue 13).
+                        raise Cancelled()
                     return kwargs
 
                 image = self.pipe(

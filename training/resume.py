@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from studio import atomic, config
@@ -36,9 +37,11 @@ RESUME_SAFE = {"output_name", "save_every_n_steps", "save_every_n_epochs",
                "resume_point_every_minutes",
                "keep_resume_points", "sample_every_n_epochs", "sample_every_n_steps",
                "sample_prompts", "sample_steps", "sample_cfg_scale", "save_dtype",
-               "export_diffusers", "author", "description", "cpu_threads", "validation_images",
+               "export_diffusers", "author", "description", "cpu_threads",
                "schema", "checkpoint_every_minutes", "keep_checkpoints",
                "evaluate_after_training"}
+# Not safe, though they look like bookkeeping: validation_images picks the held-out images (the
+# data split, so what trains); the rest above only change what is written or how often.
 
 
 class ResumeError(UserError):
@@ -97,7 +100,7 @@ def _join_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 def _fsync_tree(folder: Path) -> None:
     for path in folder.iterdir():
-        with open(path, "rb") as fh:
+        with open(path, "rb+") as fh:  # Windows' fsync (_commit) refuses a read-only handle
             os.fsync(fh.fileno())
     atomic.fsync_dir(folder)  # guarded: Windows cannot open a folder for fsync
 
@@ -182,7 +185,8 @@ def verify(ckpt: Path) -> dict:
         state = json.loads((ckpt / "state.json").read_text())
         for name in ("lora.safetensors", "optimizer.safetensors", "rng.safetensors"):
             load_file(str(ckpt / name))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+        # SafetensorError (a truncated file: "invalid header length") is no OSError/ValueError.
         raise ResumeError(f"The resume point {ckpt} is incomplete or damaged ({exc}).",
                           "Resume from an earlier resume point or start a new run.") from None
     if state.get("format") != FORMAT:
@@ -194,20 +198,34 @@ def verify(ckpt: Path) -> dict:
 def latest(runs: list[Path]) -> Path | None:
     """The newest complete resume point in these run folders (newest run first)."""
     for run in sorted(runs, reverse=True):
-        for ckpt in reversed(RunDir(run).resume_points()):
-            try:
-                verify(ckpt)
-                return ckpt
-            except ResumeError:
-                continue
+        point, _ = newest_intact(run)
+        if point is not None:
+            return point
     return None
+
+
+def newest_intact(run: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The run's newest resume point that reads back, and the newer ones that did not (path,
+    why): a damaged newest point falls back to the one before, and the caller says so."""
+    damaged = []
+    for ckpt in reversed(RunDir(run).resume_points()):
+        try:
+            verify(ckpt)
+            return ckpt, damaged
+        except ResumeError as exc:
+            damaged.append((ckpt, str(exc)))
+    return None, damaged
 
 
 def open_point(path: Path, cfg: TrainConfig, manifest: str) -> ResumePoint:
     """The resume point at `path`, read back and checked against these settings and data; a
     ResumeError says what is wrong."""
     state = verify(path)
-    check_compatible(state, cfg, manifest)
+    try:
+        check_compatible(state, cfg, manifest)
+    except ResumeError as exc:  # name the run: "which run, and why" (issue 13)
+        raise ResumeError(f"Run {path.parent.parent.name} (resume point {path.name}): {exc}",
+                          exc.hint) from None
     return ResumePoint(path, state)
 
 

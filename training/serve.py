@@ -26,6 +26,59 @@ from training.generate import Cancelled, Generator, save_png
 log = logging.getLogger("training")
 BAD_COMMAND_HINT = ("The worker did not understand the command; the window and the worker may be "
                     "from different versions. See the worker log for details.")
+MEMORY_ENV = "LORA_STUDIO_GENERATE_MEMORY_MB"  # cap for one image (default: what is free now)
+# Activation memory per image, measured on the tiny model on the CPU (peak RSS at 512² and
+# 1024², one step): the UNet needs ~23x (batch x latent pixels x its first channel count x
+# element size), the VAE decoder ~5.4x (image pixels x its second channel count x element size),
+# the level whose upsampler runs at full size. Rounded up: an estimate that errs on refusing.
+UNET_FACTOR, VAE_FACTOR = 32, 8
+
+
+class TooLarge(ValueError):
+    """A size whose memory estimate exceeds what the machine has; `field` names the setting."""
+
+    field = "width"
+    hint = "Choose a smaller size (the model's native size is safest), then upscale the image."
+
+
+def image_memory(pipe, width: int, height: int, cfg_scale: float) -> int:
+    """Bytes one image of this size needs beyond the loaded weights (a rough upper estimate)."""
+    batch = 2 if cfg_scale > 1 else 1  # classifier-free guidance runs both halves at once
+    unet, vae = pipe.unet, pipe.vae
+    latent = (width // 8) * (height // 8) * batch * unet.config.block_out_channels[0]
+    decoded = width * height * vae.config.block_out_channels[min(1, len(
+        vae.config.block_out_channels) - 1)]
+    return int(latent * unet.dtype.itemsize * UNET_FACTOR +
+               decoded * vae.dtype.itemsize * VAE_FACTOR)
+
+
+def free_memory(device) -> int:
+    """Bytes free for activations on `device` now: the GPU's free memory plus what PyTorch keeps
+    cached for reuse; system memory otherwise. MEMORY_ENV caps it."""
+    import torch
+
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    else:
+        import psutil  # accelerate's dependency
+
+        free = psutil.virtual_memory().available
+    cap = os.environ.get(MEMORY_ENV)
+    return min(free, int(float(cap) * 2**20)) if cap else free
+
+
+def check_memory(gen: Generator, width: int, height: int, cfg_scale: float) -> None:
+    """Refuse at once a size that would not fit, instead of swapping or failing minutes later
+    (issue 13: width 100000 ran for minutes and ignored cancel)."""
+    from studio.units import human_bytes
+
+    need = image_memory(gen.pipe, width, height, cfg_scale)
+    free = free_memory(gen.pipe.device)
+    if need > free:
+        raise TooLarge(f"{width}x{height} needs about {human_bytes(need)} of memory for one "
+                       f"image, more than the {human_bytes(free)} free on this machine "
+                       f"({gen.pipe.device.type})")
 
 
 def unique_png(folder: Path, stem: str) -> Path:
@@ -56,13 +109,20 @@ class Server:
 
     # --- stdin -----------------------------------------------------------------------------
     def read_stdin(self) -> None:
-        for line in sys.stdin:
+        # Bytes, decoded leniently: one line of invalid UTF-8 must not end the reader (the
+        # worker would then never read another command).
+        for raw in sys.stdin.buffer:
+            line = raw.decode("utf-8", errors="replace")
             if not line.strip():
                 continue
             try:
                 request = protocol.parse_request(line)
             except ProtocolError as exc:
                 self.commands.put(exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - e.g. RecursionError: [[[[… 100 000 deep
+                self.commands.put(ProtocolError(f"not a command the worker can read "
+                                                f"({type(exc).__name__}): {line.strip()[:80]!r}"))
                 continue
             if isinstance(request, CancelRequest):
                 self.cancel.set()
@@ -95,7 +155,10 @@ class Server:
                 raise ValueError("not a command of the generation worker")
             handler(request)
         except Exception as exc:  # noqa: BLE001 - report and keep serving
-            log.exception("command %s failed", request.cmd)
+            if isinstance(exc, TooLarge):
+                log.warning("refused %s: %s", request.cmd, exc)
+            else:
+                log.exception("command %s failed", request.cmd)
             self.sink.emit(protocol.Error(message=f"{request.cmd}: {exc}",
                                           field=str(getattr(exc, "field", "") or request.cmd),
                                           hint=getattr(exc, "hint", "") or
@@ -119,6 +182,7 @@ class Server:
 
     def generate(self, req: GenerateRequest) -> None:
         gen = self._need_generator()
+        check_memory(gen, req.width, req.height, req.cfg_scale)
         out_dir = Path(req.out_dir or self.project_root / "generated")
         self.cancel.clear()
         started, paths = time.monotonic(), []
@@ -153,6 +217,7 @@ class Server:
     def grid(self, request: GridRequest) -> None:
         """Rows: LoRA files (checkpoints/epochs); columns: strengths; one labelled PNG."""
         gen = self._need_generator()
+        check_memory(gen, request.width, request.height, request.cfg_scale)
         checkpoints = [Path(p) for p in request.checkpoints]
         strengths, out = request.strengths, Path(request.out)
         req = request.as_request(GenerateRequest, count=1, adapters=None)  # each cell

@@ -209,7 +209,10 @@ def load(path: str | Path, *, prediction_type: str | None = None,
     bpe = _bpe(bpe_folder, source)
     root = Path(cache_root) if cache_root else clip_bpe.default_dir().parent / "single-file"
     folder = assemble(source, root, prediction, zero_snr, identity(path), bpe)
-    pipe = _from_single_file(path, found.architecture, folder, torch_dtype)
+    extra = {}
+    if found.architecture == "sd1" and flat_text_encoder(path):
+        extra["text_encoder"] = _flat_text_encoder(path, folder, torch_dtype)
+    pipe = _from_single_file(path, found.architecture, folder, torch_dtype, **extra)
     _check_loaded(pipe, path)
     for tok_name, te_name in TOKENIZERS.items():
         tok = getattr(pipe, tok_name, None)
@@ -238,12 +241,53 @@ def _bpe(bpe_folder: Path | None, source: Path) -> Path | None:
         raise SingleFileError(str(exc), exc.hint) from None
 
 
-def _from_single_file(path: Path, architecture: str, folder: Path, torch_dtype):
+LDM_TE = "cond_stage_model.transformer."
+
+
+def flat_text_encoder(path: Path) -> bool:
+    """Whether the SD1 text encoder is stored without `text_model.` in its names (pre-2022
+    tools; transformers >= 5.6 saves CLIPTextModel flat too). diffusers' single-file reader only
+    knows `cond_stage_model.transformer.text_model.*` (its is_clip_model), A1111 and ComfyUI
+    read both (issue 13)."""
+    from studio.base_model import detect as cd
+    from studio.safetensors_header import read_header
+
+    table = read_header(path)[0]
+    return cd.SD1_TE_OLD in table and cd.SD1_TE not in table
+
+
+def _flat_text_encoder(path: Path, folder: Path, torch_dtype):
+    """The CLIP text encoder of a flat-layout file, built from the assembled config and loaded
+    tensor by tensor (safetensors, no pickle); every weight must be found."""
+    from safetensors import safe_open
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    model = CLIPTextModel(CLIPTextConfig.from_pretrained(folder / "text_encoder"))
+    own = model.state_dict()
+    wrapped = any(k.startswith("text_model.") for k in own)  # transformers < 5.6
+    state = {}
+    with safe_open(str(path), "pt") as fh:
+        for key in fh.keys():
+            if key.startswith(LDM_TE):
+                name = key[len(LDM_TE):].removeprefix("text_model.")
+                name = f"text_model.{name}" if wrapped else name
+                if name in own:
+                    state[name] = fh.get_tensor(key)
+    missing = [k for k in own if k not in state and not k.endswith("position_ids")]
+    if missing:
+        raise SingleFileError(f"{path.name}: the text encoder is incomplete ({len(missing)} "
+                              f"weights missing, e.g. {missing[0]}).",
+                              "The file is mis-packed or truncated; use an intact copy.")
+    model.load_state_dict(state, strict=False)
+    return model.to(torch_dtype).eval()
+
+
+def _from_single_file(path: Path, architecture: str, folder: Path, torch_dtype, **components):
     import diffusers
 
     pipeline_class = getattr(diffusers, PIPELINES[architecture])
-    extra = {} if architecture == "sdxl" else dict(
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    extra = dict(components) if architecture == "sdxl" else dict(
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False, **components)
     try:
         with hub_offline():
             return pipeline_class.from_single_file(

@@ -131,9 +131,10 @@ def _architecture(path: Path, table: dict) -> tuple[str, tuple[int, ...]]:
     elif SD1_TE in table:
         arch, hidden = "sd1", (_shape(table, SD1_TE)[-1],)
     elif SD1_TE_OLD in table:
-        raise _refuse(path, "an SD1 checkpoint with an old text-encoder layout (no 'text_model').",
-                      "Re-save it with a current tool (A1111/ComfyUI 'save checkpoint'), or use "
-                      "its diffusers folder.")
+        # The text encoder saved without `text_model.` (pre-2022 transformers, and again
+        # transformers >= 5.6, whose CLIPTextModel is flat): A1111 and ComfyUI load it, and
+        # training/single_file.py maps the names (issue 13).
+        arch, hidden = "sd1", (_shape(table, SD1_TE_OLD)[-1],)
     elif any(k.startswith("conditioner.embedders.") for k in table):
         raise _refuse(path, "an SDXL-family checkpoint with an unexpected set of text encoders.",
                       "Only SDXL base and its fine-tunes are supported.")
@@ -259,6 +260,9 @@ def detect(path: str | Path) -> Detected:
         notes.append("No VAE in this file: a separate VAE is needed to encode the images.")
     if sum(k.startswith("model_ema.") for k in keys) > 100:
         notes.append("The file also holds EMA weights; the regular (non-EMA) weights are used.")
+    if SD1_TE_OLD in table and SD1_TE not in table:
+        notes.append("The text encoder is stored without 'text_model.' in its names (an older "
+                     "layout); it is read as A1111 and ComfyUI read it.")
     prediction, source, why = _prediction(path, table, metadata, arch)
     ztsnr = "ztsnr" in table
     if ztsnr:

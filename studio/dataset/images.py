@@ -15,11 +15,29 @@ from PIL import Image, UnidentifiedImageError, features
 # (EPS would start Ghostscript; PSD gives a layer or a stale composite; a camera RAW opens as its
 # TIFF thumbnail) and turns them into a named "unsupported" instead.
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "DIB", "GIF", "TIFF", "AVIF")  # JPEG also opens MPO
-PLUGIN_FORMATS = ("HEIF", "JXL")  # registered by pillow-heif / pillow-jxl-plugin if installed
-EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".avif")
-UNSUPPORTED_EXTENSIONS = (".heic", ".heif", ".jxl", ".svg", ".psd", ".psb", ".xcf", ".kra",
-                          ".pdf", ".eps", ".ai", ".cr2", ".cr3", ".nef", ".arw", ".dng", ".orf",
-                          ".rw2", ".raf")
+PLUGIN_FORMATS = ("HEIF", "JXL")  # registered by pi-heif / pillow-jxl-plugin if installed
+
+
+def _register_heif() -> bool:
+    """Let Pillow open HEIC/HEIF (iPhone photos) as format "HEIF". pi-heif is pillow-heif's
+    decode-only build from the same authors: its wheels bundle only LGPL libheif/libde265, while
+    pillow-heif's also carry the GPLv2 x265 encoder, which we never need (issue 13, item 15)."""
+    for module in ("pi_heif", "pillow_heif"):
+        try:
+            __import__(module).register_heif_opener()
+            return True
+        except ImportError:
+            continue
+    return False
+
+
+HEIF = _register_heif()
+_HEIF_EXTENSIONS = (".heic", ".heif")
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+              ".avif") + (_HEIF_EXTENSIONS if HEIF else ())
+UNSUPPORTED_EXTENSIONS = (() if HEIF else _HEIF_EXTENSIONS) + (
+    ".jxl", ".svg", ".psd", ".psb", ".xcf", ".kra", ".pdf", ".eps", ".ai", ".cr2", ".cr3", ".nef",
+    ".arw", ".dng", ".orf", ".rw2", ".raf")
 # Below Pillow's global warning threshold (89.5 MP), set for us only: Image.MAX_IMAGE_PIXELS is
 # shared by every library in the process, so we check our own limit after the header is read.
 MAX_PIXELS = 64_000_000
@@ -52,7 +70,7 @@ class Note(str):
 def _unsupported_reason(path: Path, head: bytes) -> str | None:
     """What the file is and what to do, when Pillow can't or shouldn't read it; None if unknown."""
     ext, brand = path.suffix.lower(), head[8:12] if head[4:8] == b"ftyp" else b""
-    if brand[:3] in (b"hei", b"hev", b"mif", b"msf") or ext in (".heic", ".heif"):
+    if not HEIF and (brand[:3] in (b"hei", b"hev", b"mif", b"msf") or ext in _HEIF_EXTENSIONS):
         return ("is a HEIC/HEIF photo (iPhone), which this app cannot read yet: export it as JPEG "
                 "or PNG (iPhone: Settings > Camera > Formats > Most Compatible)")
     if brand[:3] == b"avi" and not features.check("avif"):

@@ -12,10 +12,13 @@ from pathlib import Path
 ERROR, WARNING, INFO = "error", "warning", "info"
 # Stable codes (the GUI keys badges and filters on them) and their severity: "error" = cannot
 # train on it, "warning" = trains, but probably not as the artist meant, "info" = handled for you.
+# A file that is no picture training can read ("unsupported": a .psd or RAW beside the exports;
+# "not_a_file": a pipe or device) is a warning: it is left out, and nothing the artist meant to
+# train on is lost. Damaged pictures and links out of the dataset stay errors (issue 13).
 SEVERITY = {
-    "corrupt": ERROR, "unsupported": ERROR, "bomb": ERROR, "unreadable": ERROR,
+    "corrupt": ERROR, "bomb": ERROR, "unreadable": ERROR,
     "symlink_outside": ERROR, "broken_link": ERROR, "no_images": ERROR,
-    "transparency": WARNING, "cmyk": WARNING, "animated": WARNING, "too_small": WARNING,
+    "unsupported": WARNING, "not_a_file": WARNING, "transparency": WARNING, "cmyk": WARNING, "animated": WARNING, "too_small": WARNING,
     "duplicate": WARNING, "near_duplicate": WARNING, "caption_missing": WARNING,
     "caption_empty": WARNING, "caption_not_utf8": WARNING, "caption_too_long": WARNING,
     "caption_shared": WARNING, "case_collision": WARNING, "unsafe_name": WARNING,
@@ -121,9 +124,10 @@ class Report:
         excluded = {p for p in self.images if self.is_excluded(p)}
         out = [f for f in self.errors if f.path not in excluded]
         if not out and not self.used():
+            why = (f"all {len(self.images)} are excluded; include some" if excluded ==
+                   set(self.images) else "none of its files is a picture training can read")
             out.append(Finding(self.folder, "no_images", ERROR,
-                               f"no image in {self.folder} is left to train on: all "
-                               f"{len(self.images)} are excluded; include some"))
+                               f"no image in {self.folder} is left to train on: {why}"))
         return out
 
     def counts(self) -> dict[str, int]:

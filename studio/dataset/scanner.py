@@ -60,15 +60,26 @@ def folders(folder: Path, repeats: int = 1) -> list[tuple[Path, str, int]]:
 def image_files(folder: Path, repeats: int = 1) -> list[tuple[Path, str, int]]:
     """(image file, name as `exclude_images` gives it, repeats) in training order, without
     opening any image: the folder walk the scan, the Dataset tab and the folder drop share."""
-    out = []
+    out, root = [], Path(folder).resolve()
     try:
         for where, group, times in folders(folder, repeats):
+            if group and not paths.is_inside(where, root):
+                continue  # a linked folder outside the dataset: never listed (scan says why)
             prefix = f"{group}/" if group else ""
+            # Plain files and broken links only: a FIFO or device named *.png would block the
+            # GUI's thumbnail reader forever (issue 13); the scan reports them.
             out += [(p, prefix + p.name, times) for p in sorted(where.iterdir())
-                    if p.suffix.lower() in LISTED_EXTENSIONS and not p.is_dir()]
+                    if p.suffix.lower() in LISTED_EXTENSIONS and
+                    (p.is_file() or (p.is_symlink() and not p.exists()))]
     except OSError:
         return []
     return out
+
+
+def _special(path: Path) -> bool:
+    """A pipe, socket or device (links followed): opening one may block forever, so it is never
+    opened, only reported (issue 13: a FIFO named *.png hung check and train)."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 def _entries(where: Path) -> list[Path]:
@@ -103,13 +114,22 @@ def _check_names(report: Report, root: Path, entries: list[Path]) -> set[Path]:
                            f"the file into the folder instead", target=str(path.resolve()))
             else:
                 blocked.discard(path)
+        if _special(path):
+            blocked.add(path)
+            report.add(path, "not_a_file", f"{path.name} is not a regular file (a pipe, socket "
+                                           f"or device): it is not used")
     return blocked
 
 
 def _metadata(report: Report, root: Path, where: Path) -> dict[str, str]:
     path = where / captions.METADATA_FILE
-    if not path.is_file() or (path.is_symlink() and not paths.is_inside(path, root)):
+    if path.is_symlink() and path.exists() and not paths.is_inside(path, root):
+        report.add(path, "symlink_outside", f"{captions.METADATA_FILE} in {where.name} is a "
+                   f"link to {path.resolve()}, outside the dataset folder: its captions are not "
+                   f"used; copy the file into the folder instead", target=str(path.resolve()))
         return {}  # never read through a link out of the dataset (as for images)
+    if not path.is_file() or not paths.is_inside(path, root):
+        return {}
     try:
         rows, problems, encoding = captions.read_metadata(path)
     except OSError as exc:
@@ -168,14 +188,16 @@ def _caption(report: Report, image: Path, metadata: dict[str, str], blocked: set
     return None if where.in_metadata else where.path
 
 
-def _decode(report: Report, path: Path, caption_file: Path | None, times: int, hashes: list):
+def _decode(report: Report, path: Path, caption_file: Path | None, times: int,
+            hashes: list) -> str | None:
     """Open the image exactly as training will (a full decode), so a broken file is named
-    before any model is loaded, rather than failing mid-run."""
+    before any model is loaded, rather than failing mid-run. Returns the problem's code."""
     try:
         rgb, notes = images.open_rgb(path)
     except images.ImageProblem as exc:
-        report.add(path, exc.code, f"{path.name} {exc.reason}")
-        return
+        unused = " (it is not used)" if exc.code == "unsupported" else ""
+        report.add(path, exc.code, f"{path.name} {exc.reason}{unused}")
+        return exc.code
     for note in notes:
         report.add(path, note.code, f"{path.name} {note}")
     report.sizes[path] = rgb.size
@@ -205,6 +227,8 @@ def _scan_folder(report: Report, root: Path, where: Path, group: str, times: int
     lower = {paths.collision_key(n): n for n in present}
     users: dict[Path, list[Path]] = defaultdict(list)
     for path in (p for p in entries if p.suffix.lower() in LISTED_EXTENSIONS):
+        if path in blocked and _special(path):
+            continue  # not an image file at all: a finding only, never listed nor opened
         report.images.append(path)
         report.names[path] = f"{group}/{path.name}" if group else path.name
         if path in blocked:
@@ -212,8 +236,12 @@ def _scan_folder(report: Report, root: Path, where: Path, group: str, times: int
         caption_file = _caption(report, path, metadata, blocked, lower)
         if caption_file is not None:
             users[caption_file].append(path)
-        if not report.is_excluded(path):  # excluded: listed, its caption kept, never opened
-            _decode(report, path, caption_file, times, hashes)
+        if not report.is_excluded(path) and \
+                _decode(report, path, caption_file, times, hashes) == "unsupported":
+            # Not a picture it trains on (a .psd beside the exports): its caption's findings
+            # ("trained with the trigger word only") would not be true.
+            report.findings = [f for f in report.findings
+                               if f.path != path or not f.code.startswith("caption_")]
     for caption, imgs in users.items():
         for extra in imgs[1:]:
             report.add(extra, "caption_shared", f"{extra.name} and {imgs[0].name} both use "
@@ -279,6 +307,13 @@ def scan(folder: Path, exclude: tuple[str, ...] = (), repeats: int = 1,
                 report.add(sub, "folder_ignored", f"the subfolder {sub.name} is not used: only "
                            f"subfolders named like 10_{sub.name} (repeats_name) are trained")
         for where, group, times in walk:
+            if group and not paths.is_inside(where, root):
+                # A kohya folder linked out of the dataset: nothing in it is read (issue 13).
+                report.add(where, "symlink_outside", f"the folder {where.name} is a link to "
+                           f"{where.resolve()}, outside the dataset folder: its files are not "
+                           f"used; copy them into the dataset folder instead",
+                           target=str(where.resolve()))
+                continue
             if group:
                 report.folders[group] = times
             _scan_folder(report, root, where, group, times, hashes)
