@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from safetensors.torch import load_file
 
@@ -28,14 +27,17 @@ def run_worker(*args: str, faults: dict | None = None, nproc: int = 1,
                 f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
     env = dict(worker_env(), ACCELERATE_USE_CPU="true",
                LORA_STUDIO_FAULTS=json.dumps(faults or {}))
-    # A session of its own: a hung rank is killed with its launcher, not left behind.
     proc = subprocess.Popen([*launcher, WORKER, *args], cwd=ROOT, env=env, text=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+                            stderr=subprocess.PIPE)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        # torchrun starts each rank in a session of its own: kill them one by one, by id, or a
+        # hung rank outlives its launcher and holds the output pipe open.
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
         out, err = proc.communicate()
         pytest.fail(f"training hung (killed after {timeout} s):\n{err[-3000:]}")
     return CliRun(proc.returncode, parse_events(out), err)
