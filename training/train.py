@@ -241,7 +241,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     #    the last step's validation and samples, which may fail without costing it.
     watchdog = StepWatchdog(enabled=device.type == "cuda")
     unet.train()
-    loss_sum, loss_n, bad_steps, files, saved, shown_loss = 0.0, 0, 0, [], False, None
+    loss_sum, loss_n, bad_steps, files, saved, shown_loss = 0.0, 0, 0, [], False, 0.0
     last_resume_point = time.monotonic()
     # Before samples or validation have run once, their cost is guessed from the step time: a
     # training step is about 3 forward passes of its batch (forward + backward); a sample is
@@ -307,7 +307,9 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
             progress_due=sink.progress_due(), save_now=control.take("save_now"),
             sample_now=control.take("sample_now"), has_validation=val is not None)
         shown_epoch = step_plan.shown_epoch(epoch, epoch_done)
-        if act.progress and main:
+        # Reported before samples and validation too (they sync anyway), so the step shown and
+        # its loss are this step's while they run.
+        if main and (act.progress or act.sample or act.validate):
             shown_loss = float(loss_sum) / max(loss_n, 1)
             sink.progress(Progress(step=step, total=total, epoch=shown_epoch, loss=shown_loss,
                                    lr=lr_schedule.get_last_lr()[0], eta_s=eta.seconds_left(step)),
@@ -349,8 +351,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
                 if paths is not None:
                     sink.emit(protocol.Sample(step=step, epoch=shown_epoch, prompts=prompts,
                                               paths=[str(p) for p in paths]))
-                if shown_loss is not None and step < total and not act.stop:
-                    sink.emit(Status("training", "Training"))  # the ETA with the samples' cost:
+                if step < total and not act.stop:  # the ETA again, with the samples' cost
+                    sink.emit(Status("training", "Training"))
                     sink.progress(Progress(step=step, total=total, epoch=shown_epoch,
                                            loss=shown_loss, lr=lr_schedule.get_last_lr()[0],
                                            eta_s=eta.seconds_left(step)), force=True)
