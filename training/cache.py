@@ -24,6 +24,15 @@ from studio.dataset.report import Item
 from studio.errors import UserError
 
 ENCODE_BATCH = 4
+# Above this many pixels an image is encoded alone: the fp32 SDXL VAE encode peaks at 2.5 GiB for
+# one 1024² image and 5.0 GiB for two (measured on the CPU, issue 17 item 3), so four at a time
+# (~10 GiB) ran 8–10 GB cards out of memory before the first step.
+ONE_AT_A_TIME_PIXELS = 768 * 768
+
+
+def encode_batch(size: tuple[int, int]) -> int:
+    """How many images of `size` (width, height) one VAE encode call takes."""
+    return 1 if size[0] * size[1] > ONE_AT_A_TIME_PIXELS else ENCODE_BATCH
 # Part of the latent cache keys: bump it whenever load_fitted changes.
 PREPROCESS_VERSION = "open_rgb-fit-lanczos-v2"
 
@@ -112,8 +121,9 @@ def latents(items: list[Item], sizes: list[tuple[int, int]], flips: bool, base, 
             groups.setdefault((sizes[i], f), []).append(i)
         done = 0
         for (size, flip), members in groups.items():
-            for start in range(0, len(members), ENCODE_BATCH):
-                chunk = members[start:start + ENCODE_BATCH]
+            per_call = encode_batch(size)
+            for start in range(0, len(members), per_call):
+                chunk = members[start:start + per_call]
                 dist = base.vae.encode(
                     _to_pixels([items[i] for i in chunk], size, flip).to(device)).latent_dist
                 for row, i in enumerate(chunk):

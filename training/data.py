@@ -12,6 +12,7 @@ from studio.dataset.augment import CaptionRules, augment, detect_style, full_cap
 from studio.config import CaptionStyle, TrainConfig
 from studio.dataset.report import Item
 from training import cache
+from training.loss import Posterior
 
 
 def split_validation(items: list[Item], cfg: TrainConfig) -> tuple[list[Item], list[Item]]:
@@ -53,9 +54,10 @@ class TrainingData:
         # target size of every image, so the model learns not to draw the crop.
         self.time_ids = torch.tensor([sdxl_time_ids(it.size, size) for it, size in
                                       zip(items, self.sizes)]) if base.is_sdxl else None
-        if device.type == "cuda":
+        if device.type != "cpu":
             # A few MB for a whole dataset: keep it on the GPU so a step never waits for a
-            # host-to-device copy (issue 9). Random draws still come from the CPU generator.
+            # host-to-device copy (issue 9). Random draws still come from the CPU generator
+            # (one copy per micro-batch: loss.train_step).
             self.latents = [{k: v.to(device) for k, v in e.items()} for e in self.latents]
             self.text, self.pooled, self.time_ids = (
                 None if t is None else t.to(device)
@@ -88,29 +90,32 @@ class TrainingData:
         return plan.steps(self.sizes, [it.repeats for it in self.items], cfg, world)
 
     def batch(self, indices: list[int], gen: torch.Generator, rng: random.Random
-              ) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
-        """(latents sampled from the cached posterior, unscaled; text embeddings; the UNet's
-        added conditioning for SDXL, else None) for a batch."""
+              ) -> tuple[Posterior, torch.Tensor, dict | None]:
+        """(the cached VAE posterior, unscaled: train_step samples it; text embeddings; the
+        UNet's added conditioning for SDXL, else None) for a batch. Rows are gathered with
+        torch.stack of views: indexing a GPU tensor with a Python list first copies the list to
+        the GPU, a host-to-device copy that waits for the stream."""
         means, stds = [], []
         for i in indices:
             flip = self.flips and rng.random() < 0.5
             entry = self.latents[i]
             means.append(entry["mean_flip" if flip else "mean"])
             stds.append(entry["std_flip" if flip else "std"])
-        mean, std = torch.stack(means), torch.stack(stds)
-        # Sample the VAE posterior afresh each step, as encoding per step would.
-        latents = mean + std * torch.randn(mean.shape, generator=gen).to(mean.device)
+        posterior = Posterior(torch.stack(means), torch.stack(stds))
         if self.live_text:
             captions = [augment(self.items[i].caption, self.rules, self.style, rng)
                         for i in indices]
             with torch.set_grad_enabled(self.train_text):
                 text, pooled = cache.encode_text(self.base, captions, self.device)
         else:
-            text, pooled = self.text[indices], None if self.pooled is None else \
-                self.pooled[indices]
+            text, pooled = rows(self.text, indices), rows(self.pooled, indices)
         added = None if pooled is None else {"text_embeds": pooled,
-                                             "time_ids": self.time_ids[indices]}
-        return latents, text, added
+                                             "time_ids": rows(self.time_ids, indices)}
+        return posterior, text, added
+
+
+def rows(tensor: torch.Tensor | None, indices: list[int]) -> torch.Tensor | None:
+    return None if tensor is None else torch.stack([tensor[i] for i in indices])
 
 
 def build(items: list[Item], held_out: list[Item], cfg: TrainConfig, base, cache_dir: Path,

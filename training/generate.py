@@ -85,8 +85,12 @@ def load_pipeline(base_model: str, project_root: Path, device: torch.device):
     """Any base model the trainer accepts (folder, single file, Hub cache), ready to generate."""
     from studio.config import TrainConfig
 
-    base = load_base(TrainConfig(base_model=base_model), project_root)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
+    # Loaded straight in the target dtype: loading fp32 and casting after held an SDXL model in
+    # fp32 on the host (~13.6 GiB) on the way to a GPU in fp16 (issue 17 item 10). The SDXL
+    # pipeline still decodes in fp32 where its VAE asks for it (force_upcast).
+    base = load_base(TrainConfig(base_model=base_model), project_root, unet_dtype=dtype,
+                     text_dtype=dtype, vae_dtype=dtype)
     return pipeline_from_base(base).to(device, dtype)
 
 

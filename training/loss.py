@@ -58,6 +58,44 @@ def sample_noise(shape, gen: torch.Generator, offset: float) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class Posterior:
+    """A batch's cached VAE posterior (unscaled): train_step samples it afresh each step, as
+    encoding the images every step would."""
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def host_draws(latents, gen: torch.Generator, noise_offset: float, n_timesteps: int
+               ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """(posterior noise or None, noise, timesteps) for a micro-batch, drawn from the CPU
+    generator in a fixed order, so runs repeat exactly on any device and resume exactly."""
+    shape = latents.mean.shape if isinstance(latents, Posterior) else latents.shape
+    eps = torch.randn(shape, generator=gen) if isinstance(latents, Posterior) else None
+    noise = sample_noise(shape, gen, noise_offset)
+    timesteps = torch.randint(0, n_timesteps, (shape[0],), generator=gen)
+    return eps, noise, timesteps
+
+
+def to_device(tensors: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """The host tensors on `device` in one copy. Every blocking host-to-device copy waits for the
+    GPU's stream (PyTorch's copy_ synchronises the stream unless non_blocking), and a step made
+    three or four of them (posterior noise, noise, timesteps, alphas_cumprod; issue 17 item 10):
+    here they travel as one pinned buffer, non-blocking, so the GPU never drains mid-step."""
+    if device.type == "cpu":
+        return tensors
+    flat = torch.cat([t.reshape(-1).float() for t in tensors])
+    if device.type == "cuda":
+        flat = flat.pin_memory()
+    flat = flat.to(device, non_blocking=True)
+    out, start = [], 0
+    for t in tensors:
+        part = flat[start:start + t.numel()].view(t.shape)
+        out.append(part if t.is_floating_point() else part.to(t.dtype))
+        start += t.numel()
+    return out
+
+
+@dataclass(frozen=True)
 class LatentScale:
     """SD scales VAE latents to about unit variance (0.18215 for SD1.x); some VAEs also shift
     them. The loop and the validation loss scale the cached (unscaled) latents the same way."""
@@ -76,18 +114,23 @@ def train_step(accelerator, unet, batch: tuple, noise_scheduler, prediction: str
                scale: LatentScale, gen: torch.Generator, noise_offset: float,
                min_snr_gamma: float, dtype: torch.dtype, accumulation: int = 1) -> torch.Tensor:
     """One micro-batch: noise the batch's latents at random timesteps, predict, backpropagate
-    (divided by `accumulation`); returns the detached loss. `batch`: (unscaled latents, text
-    embeddings, SDXL's added conditioning or None), as TrainingData.batch gives it. Noise and
-    timesteps come from the CPU generator `gen`, so runs repeat exactly on any device."""
+    (divided by `accumulation`); returns the detached loss. `batch`: (the unscaled latents or
+    their Posterior, text embeddings, SDXL's added conditioning or None), as
+    TrainingData.batch gives it. Noise and timesteps come from the CPU generator `gen`
+    (host_draws), and reach the device in one copy (to_device)."""
     latents, text, added = batch
-    latents = scale(latents)
-    noise = sample_noise(latents.shape, gen, noise_offset)
-    n_timesteps = noise_scheduler.config.num_train_timesteps
-    timesteps = torch.randint(0, n_timesteps, (len(latents),), generator=gen)
     device = accelerator.device
+    eps, noise, timesteps = host_draws(latents, gen, noise_offset,
+                                       noise_scheduler.config.num_train_timesteps)
+    if eps is None:
+        noise, timesteps = to_device([noise, timesteps], device)
+        latents = latents.to(device)
+    else:
+        eps, noise, timesteps = to_device([eps, noise, timesteps], device)
+        latents = latents.mean + latents.std * eps
+    latents = scale(latents)
     with accelerator.autocast():
-        loss = diffusion_loss(unet, latents.to(device), text.to(device), noise_scheduler,
-                              prediction, noise.to(device), timesteps.to(device), min_snr_gamma,
-                              dtype, added)
+        loss = diffusion_loss(unet, latents, text.to(device), noise_scheduler, prediction, noise,
+                              timesteps, min_snr_gamma, dtype, added)
     accelerator.backward(loss / accumulation)
     return loss.detach()

@@ -69,9 +69,13 @@ def _check_tokenizer(tokenizer, text_encoder, where: Path) -> None:
 
 
 
-def _load_folder(folder: Path, name: str, unet_dtype: torch.dtype) -> BaseModel:
+def _load_folder(folder: Path, name: str, unet_dtype: torch.dtype, text_dtype: torch.dtype,
+                 vae_dtype: torch.dtype) -> BaseModel:
     check_folder(folder)  # the refusals the GUI shows, before seconds of loading
     kw = dict(local_files_only=True)
+    # Every part in an explicit dtype: transformers loads in the stored dtype by default, so a
+    # folder saved in fp16 gave fp16 text encoders beside an fp32 UNet on the CPU, and samples
+    # failed with "mat1 and mat2 must have the same dtype" (issue 13 item 2).
     try:
         # use_safetensors: a folder holding only pickled .bin weights is refused rather than
         # unpickled (never run code from a user's file; issue 8).
@@ -87,38 +91,52 @@ def _load_folder(folder: Path, name: str, unet_dtype: torch.dtype) -> BaseModel:
             name, folder, version,
             CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", **kw),
             CLIPTextModel.from_pretrained(folder, subfolder="text_encoder",
-                                          use_safetensors=True, **kw),
-            AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True, **kw),
+                                          use_safetensors=True, dtype=text_dtype, **kw),
+            AutoencoderKL.from_pretrained(folder, subfolder="vae", use_safetensors=True,
+                                          torch_dtype=vae_dtype, **kw),
             unet, noise_scheduler)
         if version.startswith("sdxl"):
             base.tokenizer_2 = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer_2", **kw)
             base.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
-                folder, subfolder="text_encoder_2", use_safetensors=True, **kw)
+                folder, subfolder="text_encoder_2", use_safetensors=True, dtype=text_dtype, **kw)
     except (OSError, ValueError, json.JSONDecodeError) as exc:
         raise ModelError(f"Could not load the model in {folder}: {exc}",
                          "The folder is incomplete or damaged; download or copy it again.") from None
     return base
 
 
-def _load_file(path: Path, cfg: TrainConfig, unet_dtype: torch.dtype) -> BaseModel:
+def _load_file(path: Path, cfg: TrainConfig, unet_dtype: torch.dtype, text_dtype: torch.dtype,
+               vae_dtype: torch.dtype) -> BaseModel:
     from training import single_file
 
     override = None if cfg.prediction_type == PredictionType.auto else cfg.prediction_type.value
+    # One file loads in one dtype: the target one when every part wants it (generate, merge:
+    # an SDXL file in fp16 never passes through ~13.6 GiB of fp32 host memory, issue 17 item
+    # 10), else fp32 and each part cast after.
+    same = unet_dtype == text_dtype == vae_dtype
     try:
-        ck = single_file.load(path, prediction_type=override)
+        ck = single_file.load(path, prediction_type=override,
+                              torch_dtype=unet_dtype if same else torch.float32)
     except single_file.SingleFileError as exc:
         raise ModelError(str(exc), exc.hint) from None
-    return BaseModel(path.stem, ck.folder, ck.version, ck.tokenizer, ck.text_encoder, ck.vae,
+    text_2 = None if ck.text_encoder_2 is None else ck.text_encoder_2.to(text_dtype)
+    return BaseModel(path.stem, ck.folder, ck.version, ck.tokenizer,
+                     ck.text_encoder.to(text_dtype), ck.vae.to(vae_dtype),
                      ck.unet.to(unet_dtype), ck.noise_scheduler, ck.tokenizer_2,
-                     ck.text_encoder_2, list(ck.detected.notes))
+                     text_2, list(ck.detected.notes))
 
 
-def load_base(cfg: TrainConfig, project_root: Path,
-              unet_dtype: torch.dtype = torch.float32) -> BaseModel:
-    """Any supported base model, frozen, with its training noise scheduler."""
+def load_base(cfg: TrainConfig, project_root: Path, unet_dtype: torch.dtype = torch.float32,
+              text_dtype: torch.dtype | None = None,
+              vae_dtype: torch.dtype = torch.float32) -> BaseModel:
+    """Any supported base model, frozen, with its training noise scheduler. The parts come in
+    the dtypes asked for, whatever the stored one: the UNet in `unet_dtype`, the text encoders
+    in `text_dtype` (default: the UNet's), the VAE in `vae_dtype` (fp32 for training: the SDXL
+    VAE overflows in fp16)."""
     path, name = resolve_folder(cfg.base_model, project_root)
-    base = _load_file(path, cfg, unet_dtype) if path.is_file() else \
-        _load_folder(path, name, unet_dtype)
+    text_dtype = text_dtype or unet_dtype
+    base = _load_file(path, cfg, unet_dtype, text_dtype, vae_dtype) if path.is_file() else \
+        _load_folder(path, name, unet_dtype, text_dtype, vae_dtype)
     _check_tokenizer(base.tokenizer, base.text_encoder, base.folder / "tokenizer")
     if base.tokenizer_2 is not None:
         _check_tokenizer(base.tokenizer_2, base.text_encoder_2, base.folder / "tokenizer_2")
@@ -144,14 +162,28 @@ def lora_config(cfg: TrainConfig) -> LoraConfig:
                       target_modules=list(unet_targets(cfg)))
 
 
-def add_text_lora(base: BaseModel, cfg: TrainConfig) -> list[torch.nn.Parameter]:
-    """A LoRA on every text encoder's attention and MLP Linears (kohya's set), trainable."""
+def text_lora_targets(base: BaseModel, encoder) -> list[str]:
+    """The Linears of `encoder` that get a LoRA: kohya's set (attention and MLP), minus the
+    layers whose output the UNet never sees. SDXL conditions on the first encoder's
+    penultimate hidden states (cache.encode_text), so its last layer gets no gradient: a LoRA
+    there cannot learn, and under DDP it failed step 2 with "did not receive grad" (issue 17
+    item 5). The second encoder's last layer feeds the pooled embedding, so it keeps its LoRA."""
     from training.export import KOHYA_TE_TARGETS
 
+    unused = None
+    if base.is_sdxl and encoder is base.text_encoder:
+        unused = f"layers.{encoder.config.num_hidden_layers - 1}."
+    return [name for name, _ in encoder.named_modules()
+            if name.rsplit(".", 1)[-1] in KOHYA_TE_TARGETS
+            and (unused is None or unused not in name)]
+
+
+def add_text_lora(base: BaseModel, cfg: TrainConfig) -> list[torch.nn.Parameter]:
+    """A LoRA on the text encoders' attention and MLP Linears (text_lora_targets), trainable."""
     params = []
     for encoder in base.text_encoders:
         encoder.add_adapter(LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, init_lora_weights=True,
-                                       target_modules=list(KOHYA_TE_TARGETS)))
+                                       target_modules=text_lora_targets(base, encoder)))
         encoder.train()
         trainable = [p for p in encoder.parameters() if p.requires_grad]
         for p in trainable:

@@ -32,7 +32,11 @@ def build_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.opt
     if cfg.optimizer == Optimizer.prodigy:
         from prodigyopt import Prodigy
 
-        # Prodigy estimates the step size itself; learning_rate is a multiplier (1.0 intended).
+        # Prodigy estimates the step size itself (one estimate for all parameter groups);
+        # learning_rate multiplies it. The text encoder's rate is an AdamW-scale number (5e-5)
+        # that Prodigy took as a multiplier, so the text encoder barely trained (issue 17 item
+        # 10): here every group uses the UNet's multiplier, as kohya advises for Prodigy.
+        params = [dict(g, lr=cfg.learning_rate) if isinstance(g, dict) else g for g in params]
         return Prodigy(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                        safeguard_warmup=cfg.lr_warmup_steps > 0, use_bias_correction=True)
     from transformers.optimization import Adafactor

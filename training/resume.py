@@ -64,6 +64,19 @@ class Position:
     gen_state: torch.Tensor  # the CPU torch.Generator (noise, timesteps, posterior samples)
     rng_state: tuple  # the Python random.Random (flips, caption augmentation)
 
+    def to_json(self) -> dict:
+        """Plain data, to gather every rank's position on rank 0 (training/train.py)."""
+        version, internal, gauss = self.rng_state
+        return dict(step=self.step, epoch=self.epoch, queue=self.queue,
+                    gen_state=self.gen_state.tolist(), python_rng=[version, list(internal), gauss])
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Position":
+        version, internal, gauss = data["python_rng"]
+        return cls(data["step"], data["epoch"], data["queue"],
+                   torch.tensor(data["gen_state"], dtype=torch.uint8),
+                   (version, tuple(internal), gauss))
+
 
 def config_fingerprint(cfg: TrainConfig) -> dict:
     return {k: v for k, v in config.to_dict(cfg).items() if k not in RESUME_SAFE}
@@ -121,9 +134,10 @@ def load_lora_state(lora: dict[str, torch.Tensor], unet, text_encoders: tuple = 
                                        if k.startswith(prefix)})
 
 
-def save_point(run: RunDir, unet, text_encoders: tuple, optimizer, schedule, pos: Position,
-               cfg: TrainConfig, manifest: str) -> Path:
-    """Everything needed to continue exactly from `pos`, as `run.resume/step-NNNNNN`."""
+def save_point(run: RunDir, unet, text_encoders: tuple, optimizer, schedule,
+               pos: Position | list[Position], cfg: TrainConfig, manifest: str) -> Path:
+    """Everything needed to continue exactly from `pos` (one per training process, rank 0
+    first), as `run.resume/step-NNNNNN`."""
     lora = lora_state(unet, text_encoders)
     lora_bytes = sum(t.numel() for t in lora.values()) * 4
     # weights + 2 Adam moments + slack; "resume" is good advice only if an older point exists
@@ -131,22 +145,26 @@ def save_point(run: RunDir, unet, text_encoders: tuple, optimizer, schedule, pos
     return save(run.resume, lora, optimizer, schedule, pos, cfg, manifest, cfg.keep_resume_points)
 
 
-def restore(point: ResumePoint, unet, text_encoders: tuple, optimizer, schedule) -> Position:
-    """Load the LoRA weights, optimizer and schedule state in place; the loop's position."""
-    lora, pos = read(point.path, point.state, optimizer, schedule)
+def restore(point: ResumePoint, unet, text_encoders: tuple, optimizer, schedule, rank: int = 0,
+            world: int = 1) -> Position:
+    """Load the LoRA weights, optimizer and schedule state in place; the loop's position for
+    training process `rank` of `world`."""
+    lora, pos = read(point.path, point.state, optimizer, schedule, rank, world)
     load_lora_state(lora, unet, text_encoders)
     return pos
 
 
-def save(folder: Path, lora: dict[str, torch.Tensor], optimizer, schedule, pos: Position,
-         cfg: TrainConfig, manifest: str, keep: int) -> Path:
+def save(folder: Path, lora: dict[str, torch.Tensor], optimizer, schedule,
+         pos: Position | list[Position], cfg: TrainConfig, manifest: str, keep: int) -> Path:
     """Write resume point `folder/step-NNNNNN` atomically; keep the newest `keep`."""
+    ranks = pos if isinstance(pos, list) else [pos]
+    pos = ranks[0]
     final = folder / f"step-{pos.step:06d}"
     tmp = folder / f".step-{pos.step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write(tmp, lora, optimizer, schedule, pos, cfg, manifest)
+        _write(tmp, lora, optimizer, schedule, ranks, cfg, manifest)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half resume point behind
         if is_disk_full(exc):
@@ -161,18 +179,24 @@ def save(folder: Path, lora: dict[str, torch.Tensor], optimizer, schedule, pos: 
     return final
 
 
-def _write(tmp: Path, lora, optimizer, schedule, pos: Position, cfg: TrainConfig,
+def _write(tmp: Path, lora, optimizer, schedule, ranks: list[Position], cfg: TrainConfig,
            manifest: str) -> None:
     save_file({k: v.detach().float().cpu().contiguous() for k, v in lora.items()},
               str(tmp / "lora.safetensors"))
     opt_tensors, opt_meta = _split_state(optimizer.state_dict())
     save_file(opt_tensors or {"_empty": torch.zeros(0)}, str(tmp / "optimizer.safetensors"))
-    save_file({"generator": pos.gen_state}, str(tmp / "rng.safetensors"))
+    # Every training process's own generator and batch queue: restoring rank 0's on every rank
+    # made all ranks see the same batches and noise after a resume (issue 17 item 10).
+    save_file({"generator" if r == 0 else f"generator.rank{r}": p.gen_state
+               for r, p in enumerate(ranks)}, str(tmp / "rng.safetensors"))
+    pos = ranks[0]
     version, internal, gauss = pos.rng_state
     state = dict(format=FORMAT, step=pos.step, epoch=pos.epoch, queue=pos.queue,
                  python_rng=[version, list(internal), gauss], optimizer=opt_meta,
                  schedule=schedule.state_dict(), config=config_fingerprint(cfg),
-                 dataset=manifest)
+                 dataset=manifest, world=len(ranks),
+                 ranks=[{k: v for k, v in p.to_json().items() if k != "gen_state"}
+                        for p in ranks[1:]])
     # state.json last: its presence marks the folder complete.
     (tmp / "state.json").write_text(json.dumps(state))
     _fsync_tree(tmp)
@@ -245,16 +269,29 @@ def check_compatible(state: dict, cfg: TrainConfig, manifest: str) -> None:
                           "Undo the changes to resume, or start a new run.")
 
 
-def read(ckpt: Path, state: dict, optimizer, schedule) -> tuple[dict[str, torch.Tensor], Position]:
-    """Load optimizer and schedule state in place; return the LoRA tensors and the position."""
+def read(ckpt: Path, state: dict, optimizer, schedule, rank: int = 0, world: int = 1
+         ) -> tuple[dict[str, torch.Tensor], Position]:
+    """Load optimizer and schedule state in place; return the LoRA tensors and the position of
+    training process `rank` of `world`."""
+    written_by = state.get("world", 1)
+    if written_by != world:  # each process's queue is its share of the epoch for that many
+        raise ResumeError(f"This run was stopped while training on {written_by} process(es) "
+                          f"(GPUs) and is resumed on {world}, so the batches would not continue "
+                          f"where they stopped.", f"Resume with {written_by} process(es), or "
+                          f"start a new run.")
     optimizer.load_state_dict(_join_state(
         {k: v for k, v in load_file(str(ckpt / "optimizer.safetensors")).items()
          if k != "_empty"}, state["optimizer"]))
     schedule.load_state_dict(state["schedule"])
-    version, internal, gauss = state["python_rng"]
-    pos = Position(step=state["step"], epoch=state["epoch"], queue=state["queue"],
-                   gen_state=load_file(str(ckpt / "rng.safetensors"))["generator"],
-                   rng_state=(version, tuple(internal), gauss))
+    generators = load_file(str(ckpt / "rng.safetensors"))
+    if rank == 0:
+        version, internal, gauss = state["python_rng"]
+        pos = Position(step=state["step"], epoch=state["epoch"], queue=state["queue"],
+                       gen_state=generators["generator"],
+                       rng_state=(version, tuple(internal), gauss))
+    else:
+        pos = Position.from_json(dict(state["ranks"][rank - 1],
+                                      gen_state=generators[f"generator.rank{rank}"].tolist()))
     return load_file(str(ckpt / "lora.safetensors")), pos
 
 

@@ -8,6 +8,7 @@ StableDiffusionPipeline and rendered by training.generate.Generator.
 from __future__ import annotations
 
 import dataclasses
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -31,12 +32,55 @@ def sample_prompts(cfg: TrainConfig, captions: list[str]) -> list[str]:
     return list(dict.fromkeys(prompts))
 
 
+@contextmanager
+def patched(module, name: str, wrap):
+    """`module.<name>` replaced by wrap(original) inside the block, restored after."""
+    own = module.__dict__.get(name)
+    setattr(module, name, wrap(getattr(module, name)))
+    try:
+        yield
+    finally:
+        if own is None:
+            delattr(module, name)  # the class's method again
+        else:
+            setattr(module, name, own)
+
+
+def autocast_only(device_type: str, dtype: torch.dtype):
+    """Wrap a forward so it alone runs under autocast."""
+    def wrap(forward):
+        def autocast_forward(*args, **kwargs):
+            with torch.autocast(device_type, dtype=dtype):
+                return forward(*args, **kwargs)
+        return autocast_forward
+    return wrap
+
+
+def in_vae_dtype(vae):
+    """Wrap the VAE's decode so it runs in the VAE's own dtype (fp32 for training) without
+    autocast, whatever dtype the UNet's latents come in."""
+    def wrap(decode):
+        def own_dtype_decode(z, *args, **kwargs):
+            with torch.autocast(z.device.type, enabled=False):
+                return decode(z.to(vae.dtype), *args, **kwargs)
+        return own_dtype_decode
+    return wrap
+
+
 @torch.no_grad()
 def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step: int,
-           device: torch.device, dtype: torch.dtype, text_encoders: tuple = ()) -> list[Path]:
+           device: torch.device, dtype: torch.dtype, text_encoders: tuple = (),
+           on_progress=None) -> list[Path]:
     """One image per prompt with the fixed sample seed; the UNet is left as it was found.
     `text_encoders`: the bare trained encoders when they train (the base model then holds their
-    DDP wrappers, which a pipeline cannot use)."""
+    DDP wrappers, which a pipeline cannot use). `on_progress(done, total)`: after each denoising
+    step of all the prompts together.
+
+    Only the UNet runs under autocast (`dtype`); the text encoders run in their own dtype and
+    the VAE decodes in its own (fp32). Autocast around the whole pipeline made the SDXL VAE
+    decode in fp16 although its weights are fp32 — the pipeline's own upcast guard
+    (force_upcast) looks at the weights' dtype and never fired — so SDXL samples came out black
+    or wrong under fp16 (issue 17 item 8)."""
     if text_encoders:
         base = dataclasses.replace(base, text_encoder=text_encoders[0], text_encoder_2=(
             text_encoders[1] if len(text_encoders) > 1 else None))
@@ -48,14 +92,21 @@ def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step
         encoder.to(device)
     generator = Generator(pipeline_from_base(base, unet), base.name,
                           live_adapter=(cfg.output_name, 1.0))
-    paths = []
+    paths, total = [], len(prompts) * cfg.sample_steps
     try:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with ExitStack() as stack:
+            if dtype != torch.float32:
+                stack.enter_context(patched(unet, "forward", autocast_only(device.type, dtype)))
+            stack.enter_context(patched(base.vae, "decode", in_vae_dtype(base.vae)))
             for k, prompt in enumerate(prompts):
                 req = GenerateRequest(prompt=prompt, seed=cfg.seed, steps=cfg.sample_steps,
                                       cfg_scale=cfg.sample_cfg_scale, width=cfg.resolution,
                                       height=cfg.resolution)
-                for _, _, image, text in generator.generate(req):
+
+                def on_step(_index, done, _total, k=k):
+                    if on_progress:
+                        on_progress(min(k * cfg.sample_steps + done, total), total)
+                for _, _, image, text in generator.generate(req, on_step=on_step):
                     paths.append(save_png(image, text, out_dir / f"step{step:06d}-{k}.png"))
     finally:
         base.vae.to("cpu")

@@ -9,23 +9,25 @@ import logging
 import os
 import random
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 
-from studio import dataset, protocol, step_plan
+from studio import dataset, install_plan, protocol, step_plan
 from studio.config import Precision, TrainConfig
 from studio.diskspace import ensure_free
 from studio.project import Project, RunDir
-from studio.protocol import LoraSaved, Progress, Status
+from studio.protocol import LoraSaved, Progress, Status, WarningEvent
 from training import data as training_data, models, quantize, sampling, speedups
 from training.events import Control, EventSink
 from training.export import export_adapter
 from training.loss import LatentScale, train_step
 from training.metadata import TrainingFacts
 from training.optim import build_optimizer, build_schedule
+from training.progress import Eta, Throttle
 from training.resume import (Position, ResumePoint, dataset_manifest, restore, rng_position,
                              save_point)
 from training.validation import validation_loss
@@ -60,6 +62,44 @@ def memory_lever(cfg: TrainConfig) -> tuple[str, dict]:
     return "Lower the rank, or close other programs using the GPU.", {"rank": max(1, cfg.rank // 2)}
 
 
+def out_of_memory(cfg: TrainConfig, where: str, step: int = 0) -> OutOfMemory:
+    """The error for a GPU out-of-memory error in `where` ("caching", "text": encoding captions
+    at a step, "step"), with the setting to change that helps there."""
+    if where == "caching":
+        smaller = max(256, cfg.resolution // 2 // 64 * 64)
+        return OutOfMemory(f"The GPU ran out of memory while encoding the images for the cache "
+                           f"({cfg.resolution} px).", f"Lower the resolution to {smaller}, or "
+                           f"close other programs using the GPU.", {"resolution": smaller})
+    if where == "text" and cfg.train_text_encoder:
+        return OutOfMemory(f"The GPU ran out of memory while training the text encoders at step "
+                           f"{step}.", "Turn off text-encoder training.",
+                           {"train_text_encoder": False})
+    if where == "text":
+        return OutOfMemory(f"The GPU ran out of memory while encoding captions at step {step}: "
+                           f"captions that change every step keep the text encoders on the GPU.",
+                           "Turn off caption dropout, tag shuffling and tag dropout: captions "
+                           "are then encoded once and the text encoders leave the GPU.",
+                           {"caption_dropout": 0.0, "shuffle_tags": False, "tag_dropout": 0.0})
+    lever, fix = memory_lever(cfg)
+    return OutOfMemory(f"The GPU ran out of memory at step {step} (batch {cfg.batch_size}, "
+                       f"{cfg.resolution} px).", lever, fix)
+
+
+def extra_failed(cfg: TrainConfig, kind: str, step: int, exc: Exception) -> WarningEvent:
+    """Samples or the validation loss failed at `step`: a warning, and training goes on (the
+    trained weights are never lost to them; issue 13 item 2)."""
+    what, off = {"sample": ("Rendering samples", "Samples every N epochs/steps to 0"),
+                 "validation": ("Measuring the validation loss", "Validation images to 0")}[kind]
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return WarningEvent(message=f"{what} ran out of GPU memory at step {step}; skipped, "
+                                    f"training goes on.",
+                            hint=f"{memory_lever(cfg)[0]} Or set {off}.")
+    return WarningEvent(message=f"{what} failed at step {step} ({type(exc).__name__}: {exc}); "
+                                f"skipped, training goes on.",
+                        hint=f"The LoRA trains and saves as usual. Details are in train.log in "
+                             f"the run folder; set {off} to skip this.")
+
+
 @dataclass
 class Result:
     adapter: Path
@@ -81,7 +121,10 @@ def mixed_precision(cfg: TrainConfig) -> str:
         return cfg.mixed_precision.value
     if not torch.cuda.is_available():
         return "no"  # bf16 autocast is slower than fp32 for small models on CPU (machine-notes §4)
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    # including_emulation=False: Turing cards (T4, RTX 20xx) report bf16 as supported through
+    # emulation, but have no bf16 tensor cores, and the fast SDPA kernels need sm80+ for bf16
+    # (issue 17 item 7); fp16 is their fast path.
+    return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
 
 
 def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: EventSink,
@@ -101,6 +144,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     else:
         log.info("training on %s with %s mixed precision", device, accelerator.mixed_precision)
     quantize.require(cfg, device)  # refused before seconds of loading and caching
+    if main and (unused := install_plan.gpu_unused_warning(torch.cuda.is_available())):
+        sink.emit(WarningEvent(message=unused, hint="Training goes on, on the CPU."))
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(
@@ -112,16 +157,22 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     manifest = dataset_manifest(items)  # what a resume point written by this run must match
     train_items, held_out = training_data.split_validation(items, cfg)
     sink.emit(Status("loading_model", f"Loading {cfg.base_model}"))
-    base = models.load_base(cfg, project.root, unet_dtype=weight_dtype)
+    # The VAE in fp32 whatever the stored dtype (the SDXL VAE overflows in fp16; samples decode in
+    # it), the text encoders in the compute dtype.
+    base = models.load_base(cfg, project.root, unet_dtype=weight_dtype, text_dtype=weight_dtype)
     prediction = base.prediction_type
     log.info("base model %s (%s, %s prediction)", base.name, base.version, prediction)
     sink.emit(Status("caching", f"Preparing {len(train_items)} images"))
     with accelerator.main_process_first():
-        data, val = training_data.build(
-            train_items, held_out, cfg, base, project.cache, device,
-            on_progress=lambda d, t: sink.emit(Status("caching", f"Encoded {d}/{t}",
-                                                      {"done": d, "total": t})),
-            train_text=cfg.train_text_encoder)
+        try:
+            data, val = training_data.build(
+                train_items, held_out, cfg, base, project.cache, device,
+                on_progress=lambda d, t: sink.emit(Status("caching", f"Encoded {d}/{t}",
+                                                          {"done": d, "total": t})),
+                train_text=cfg.train_text_encoder)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise out_of_memory(cfg, "caching") from None
     sink.emit(cache_ready(data, len(held_out)))
     scale = LatentScale.of(base.vae)
 
@@ -131,6 +182,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     unet = base.unet
     unet.to(device, dtype=weight_dtype)
     quantize.quantize_unet(unet, cfg, device)  # before the LoRA: peft wraps quantized layers
+    # On the device once: the loss indexes it every step (issue 17 item 10).
+    base.noise_scheduler.alphas_cumprod = base.noise_scheduler.alphas_cumprod.to(device)
     params = models.add_lora(unet, cfg)
     text_params = models.add_text_lora(base, cfg) if cfg.train_text_encoder else []
     if cfg.gradient_checkpointing:
@@ -145,10 +198,13 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
                                      if text_params else [])
     optimizer = build_optimizer(cfg, groups, device)
     per_epoch, total = data.steps(cfg, world)
+    # The schedule counts global steps and is stepped once per step. It does not go through
+    # accelerator.prepare: accelerate's scheduler wrapper steps it once per process on every
+    # call, so 2 processes ran a linear schedule over 8 steps down to 0 after step 3 (issue 17
+    # item 4).
     lr_schedule = build_schedule(cfg, optimizer, total)
     trained_text = base.text_encoders if text_params else ()
-    unet, optimizer, lr_schedule, *wrapped_text = accelerator.prepare(unet, optimizer,
-                                                                       lr_schedule, *trained_text)
+    unet, optimizer, *wrapped_text = accelerator.prepare(unet, optimizer, *trained_text)
     if wrapped_text:  # encode through the (DDP-)wrapped encoders so their gradients sync
         base.text_encoder, base.text_encoder_2 = (wrapped_text + [None])[:2]
     params = params + text_params
@@ -175,8 +231,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     gen = torch.Generator().manual_seed(cfg.seed + rank)
     rng = random.Random(cfg.seed + rank)
     step, epoch, queue = 0, 0, []  # optimizer steps done, epochs done, this epoch's batches left
-    if resume:
-        pos = restore(resume, plain_unet, plain_text, optimizer, lr_schedule)
+    if resume:  # each rank its own generator, Python RNG and batch queue
+        pos = restore(resume, plain_unet, plain_text, optimizer, lr_schedule, rank, world)
         gen.set_state(pos.gen_state)
         rng.setstate(pos.rng_state)
         step, epoch, queue = pos.step, pos.epoch, pos.queue
@@ -184,26 +240,35 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
                          {"resumed_from": step, "resume_point": str(resume.path)}))
 
     # 6. The loop: a step accumulates micro-batches, is skipped if its loss is not finite,
-    #    updates the LoRA, then does what the step plan says.
+    #    updates the LoRA, then does what the step plan says. The final LoRA is saved before
+    #    the last step's validation and samples, which may fail without costing it.
     watchdog = StepWatchdog(enabled=device.type == "cuda")
     unet.train()
-    loss_sum, loss_n, t_first, bad_steps = 0.0, 0, None, 0
+    loss_sum, loss_n, bad_steps, files, saved, shown_loss = 0.0, 0, 0, [], False, 0.0
     last_resume_point = time.monotonic()
+    # Before samples or validation have run once, their cost is guessed from the step time: a
+    # training step is about 3 forward passes of its batch (forward + backward); a sample is
+    # 2 forwards (classifier-free guidance) per denoising step; validation 5 per image.
+    eta = Eta(total, per_epoch, cfg, val is not None,
+              len(prompts) * cfg.sample_steps * 2 / (3 * cfg.batch_size),
+              (len(val.items) if val else 0) * 5 / (3 * cfg.batch_size))
     while step < total:
         t_step = time.monotonic()
         finite = None
         for _ in range(cfg.gradient_accumulation_steps):
             if not queue:
                 queue = data.epoch_batches(epoch, cfg.seed, cfg.batch_size, rank, world)
-            batch = data.batch(queue.pop(0), gen, rng)
+            where = "text" if data.live_text else "step"
             try:
+                batch = data.batch(queue.pop(0), gen, rng)
+                where = "step"
                 loss = train_step(accelerator, unet, batch, base.noise_scheduler, prediction,
                                   scale, gen, cfg.noise_offset, cfg.min_snr_gamma, weight_dtype,
                                   cfg.gradient_accumulation_steps)
             except torch.cuda.OutOfMemoryError:
                 optimizer.zero_grad(set_to_none=True)
                 torch.cuda.empty_cache()
-                raise out_of_memory(cfg, step + 1) from None
+                raise out_of_memory(cfg, where, step + 1) from None
             ok = torch.isfinite(loss)
             finite = ok if finite is None else finite & ok
             loss_sum, loss_n = loss_sum + loss, loss_n + 1
@@ -212,8 +277,12 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
                 epoch += 1
         # A non-finite loss would poison the weights: skip the update, and give up after several
         # in a row. This is the loop's one host-device sync per step, the price of never
-        # applying a NaN update (the loss value itself is only read when reported).
-        if not bool(finite):
+        # applying a NaN update (the loss value itself is only read when reported). Every rank
+        # decides together: DDP has already averaged one rank's NaN gradients into all of them.
+        all_finite, stopping, minutes = agree(
+            accelerator, finite, control.stop_requested,
+            (time.monotonic() - last_resume_point) / 60)
+        if not all_finite:
             optimizer.zero_grad(set_to_none=True)
             loss_sum, loss_n, bad_steps = 0.0, 0, bad_steps + 1
             sink.emit(protocol.WarningEvent(
@@ -232,27 +301,37 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
         lr_schedule.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        t_first = t_first or time.monotonic()
+        eta.step_done(time.monotonic() - t_step)
         if warning := watchdog.observe(time.monotonic() - t_step):
             sink.emit(warning)
 
         act = step_plan.after_step(
-            step, total, epoch, epoch_done, stop_requested(accelerator, control, step, total),
-            cfg, (time.monotonic() - last_resume_point) / 60, progress_due=sink.progress_due(),
-            save_now=control.take("save_now"), sample_now=control.take("sample_now"),
-            has_validation=val is not None, total_epochs=-(-total // per_epoch))
+            step, total, epoch, epoch_done, stopping, cfg, minutes,
+            progress_due=sink.progress_due(), save_now=control.take("save_now"),
+            sample_now=control.take("sample_now"), has_validation=val is not None,
+            total_epochs=-(-total // per_epoch))
         shown_epoch = step_plan.shown_epoch(epoch, epoch_done)
-        if act.progress and main:
-            elapsed = time.monotonic() - t_first
-            eta = elapsed / (step - 1) * (total - step) if step > 1 else None
-            sink.progress(Progress(step=step, total=total, epoch=shown_epoch,
-                                   loss=float(loss_sum) / max(loss_n, 1),
-                                   lr=lr_schedule.get_last_lr()[0], eta_s=eta), force=True)
+        # Reported before samples and validation too (they sync anyway), so the step shown and
+        # its loss are this step's while they run.
+        if main and (act.progress or act.sample or act.validate):
+            shown_loss = float(loss_sum) / max(loss_n, 1)
+            sink.progress(Progress(step=step, total=total, epoch=shown_epoch, loss=shown_loss,
+                                   lr=lr_schedule.get_last_lr()[0], eta_s=eta.seconds_left(step)),
+                          force=True)
             loss_sum, loss_n = 0.0, 0
+        if (act.stop or step == total) and main:  # the trained weights first (issue 13)
+            files, saved = save_final(sink, run, cfg, plain_unet, plain_text, facts, step,
+                                      max(epoch, 1), lora_bytes), True
         if act.validate and main:  # rank 0 alone, on the bare UNet: no DDP collective
-            sink.emit(protocol.Validation(step=step, epoch=shown_epoch, loss=validation_loss(
-                plain_unet, val, base.noise_scheduler, prediction, scale, cfg.seed + 999, device,
-                weight_dtype, accelerator.autocast)))
+            report = Throttle(lambda d, t: sink.emit(Status(
+                "training", f"Measuring the validation loss: image {d} of {t}",
+                {"done": d, "total": t})))
+            with eta.timed("validation"):
+                loss_val = guarded(sink, cfg, "validation", step, lambda: validation_loss(
+                    plain_unet, val, base.noise_scheduler, prediction, scale, cfg.seed + 999,
+                    device, weight_dtype, accelerator.autocast, on_progress=report))
+            if loss_val is not None:
+                sink.emit(protocol.Validation(step=step, epoch=shown_epoch, loss=loss_val))
         if act.save_lora and main:  # a LoRA file to compare stages (e.g. in a grid)
             path = run.loras / f"{cfg.output_name}-step{step:06d}.safetensors"
             ensure_free(run.path, lora_bytes)
@@ -264,26 +343,55 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
             last_resume_point = time.monotonic()
         if act.sample:
             if main:
-                sink.emit(Status("sampling", f"Rendering {len(prompts)} samples"))
-                paths = sampling.render(base, plain_unet, cfg, prompts, run.samples, step, device,
-                                        weight_dtype, plain_text)
-                sink.emit(protocol.Sample(step=step, epoch=shown_epoch, prompts=prompts,
-                                          paths=[str(p) for p in paths]))
-                sink.emit(Status("training", "Training"))
+                sink.emit(Status("sampling", f"Rendering {len(prompts)} samples",
+                                 {"done": 0, "total": len(prompts) * cfg.sample_steps}))
+                report = Throttle(lambda d, t: sink.emit(Status(
+                    "sampling", f"Rendering {len(prompts)} samples: step {d} of {t}",
+                    {"done": d, "total": t})))
+                with eta.timed("sample"):
+                    paths = guarded(sink, cfg, "sample", step, lambda: sampling.render(
+                        base, plain_unet, cfg, prompts, run.samples, step, device,
+                        weight_dtype, plain_text, on_progress=report))
+                if paths is not None:
+                    sink.emit(protocol.Sample(step=step, epoch=shown_epoch, prompts=prompts,
+                                              paths=[str(p) for p in paths]))
+                if step < total and not act.stop:  # the ETA again, with the samples' cost
+                    sink.emit(Status("training", "Training"))
+                    sink.progress(Progress(step=step, total=total, epoch=shown_epoch,
+                                           loss=shown_loss, lr=lr_schedule.get_last_lr()[0],
+                                           eta_s=eta.seconds_left(step)), force=True)
             accelerator.wait_for_everyone()
         if act.stop:
             break
 
-    # 7. Save the LoRA as trained (all of it, or up to the step a stop request came).
-    sink.emit(Status("saving", "Saving the LoRA"))
-    files: list[Path] = []
-    if main:
-        ensure_free(run.path, lora_bytes)
-        files = export_adapter(plain_unet, cfg, facts.at(step, max(epoch, 1)),
-                               run.adapter(cfg.output_name), plain_text)
+    # 7. Save the LoRA as trained (all of it, or up to the step a stop request came), unless the
+    #    last step saved it already.
+    if main and not saved:
+        files = save_final(sink, run, cfg, plain_unet, plain_text, facts, step, max(epoch, 1),
+                           lora_bytes)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return Result(run.adapter(cfg.output_name), files, step, step < total, plain_unet, plain_text)
+
+
+def save_final(sink: EventSink, run: RunDir, cfg: TrainConfig, unet, text_encoders: tuple,
+               facts: TrainingFacts, step: int, epoch: int, lora_bytes: int) -> list[Path]:
+    sink.emit(Status("saving", "Saving the LoRA"))
+    ensure_free(run.path, lora_bytes)
+    return export_adapter(unet, cfg, facts.at(step, epoch), run.adapter(cfg.output_name),
+                          text_encoders)
+
+
+def guarded(sink: EventSink, cfg: TrainConfig, kind: str, step: int, work):
+    """work() (samples, validation), or None and a warning when it fails: training goes on."""
+    try:
+        return work()
+    except Exception as exc:  # noqa: BLE001 - any failure here must not cost the run
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+        log.error("%s failed at step %d:\n%s", kind, step, traceback.format_exc())
+        sink.emit(extra_failed(cfg, kind, step, exc))
+        return None
 
 
 def cache_ready(data: training_data.TrainingData, validation_images: int) -> Status:
@@ -295,28 +403,35 @@ def cache_ready(data: training_data.TrainingData, validation_images: int) -> Sta
                        validation_images=validation_images))
 
 
-def stop_requested(accelerator: Accelerator, control: Control, step: int, total: int) -> bool:
-    """Whether every rank stops after this step (a stop asked for on any rank)."""
+def agree(accelerator: Accelerator, finite: torch.Tensor, stop: bool, minutes: float
+          ) -> tuple[bool, bool, float]:
+    """(every rank's loss is finite, a stop was asked for on any rank, the longest time since a
+    resume point in minutes), the same on every rank. With several processes this is one
+    all-reduce per step: each rank checking only its own loss let rank 0 apply the NaN
+    gradients DDP had averaged in from rank 1, and the ranks then hung in different collectives
+    (issue 17 item 6); the stop and the resume-point timer ride along, so all ranks also stop
+    and save at the same step."""
     if accelerator.num_processes == 1:
-        return control.stop_requested  # no collective needed, and no device sync
-    if control.stop_requested:
-        accelerator.set_trigger()
-    # check_trigger is an all-reduce (and a sync): every 10 steps is soon enough, and every rank
-    # still stops at the same step.
-    return (step % 10 == 0 or step == total) and accelerator.check_trigger()
+        return bool(finite), stop, minutes
+    host = torch.tensor([-float(stop), -minutes])
+    flags = torch.cat([finite.float().reshape(1), host.to(finite.device)])
+    torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MIN)
+    ok, neg_stop, neg_minutes = flags.tolist()
+    return ok == 1.0, neg_stop < 0, -neg_minutes
 
 
 def resume_point(accelerator: Accelerator, run: RunDir, trained: tuple, pos: Position,
                  cfg: TrainConfig, manifest: str) -> None:
-    """A resume point written by rank 0 while the others wait. `trained`: (bare UNet, bare
-    text encoders, optimizer, LR schedule)."""
+    """A resume point written by rank 0 while the others wait, holding every rank's position
+    (its own generator, Python RNG and batch queue). `trained`: (bare UNet, bare text
+    encoders, optimizer, LR schedule)."""
+    positions = [pos]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        positions = [Position.from_json(p) for p in gather_object([pos.to_json()])]
     if accelerator.is_main_process:
         unet, text_encoders, optimizer, schedule = trained
-        save_point(run, unet, text_encoders, optimizer, schedule, pos, cfg, manifest)
+        save_point(run, unet, text_encoders, optimizer, schedule, positions, cfg, manifest)
     accelerator.wait_for_everyone()
 
-
-def out_of_memory(cfg: TrainConfig, step: int) -> OutOfMemory:
-    lever, fix = memory_lever(cfg)
-    return OutOfMemory(f"The GPU ran out of memory at step {step} (batch {cfg.batch_size}, "
-                       f"{cfg.resolution} px).", lever, fix)

@@ -12,10 +12,12 @@ FRACTIONS = (0.1, 0.3, 0.5, 0.7, 0.9)  # of the schedule: one timestep from each
 
 @torch.no_grad()
 def validation_loss(unet, val: TrainingData, noise_scheduler, prediction: str, scale: LatentScale,
-                    seed: int, device: torch.device, dtype: torch.dtype, autocast) -> float:
+                    seed: int, device: torch.device, dtype: torch.dtype, autocast,
+                    on_progress=None) -> float:
     """Mean loss over the held-out images, each at the timesteps FRACTIONS with the same noise
     every time (drawn from `seed`). `unet` is the unwrapped model: rank 0 alone runs this, so no
-    DDP collective may happen. `autocast`: the accelerator's autocast context factory."""
+    DDP collective may happen. `autocast`: the accelerator's autocast context factory.
+    `on_progress(done, total)`: after each image."""
     gen = torch.Generator().manual_seed(seed)
     n_t = noise_scheduler.config.num_train_timesteps
     timesteps = torch.tensor([int(n_t * f) for f in FRACTIONS])
@@ -35,6 +37,8 @@ def validation_loss(unet, val: TrainingData, noise_scheduler, prediction: str, s
                 losses.append(float(diffusion_loss(
                     unet, latents.to(device), text.to(device), noise_scheduler, prediction,
                     noise.to(device), timesteps.to(device), 0.0, dtype, added)))
+                if on_progress:
+                    on_progress(i + 1, len(val.items))
     finally:
         unet.train(was_training)
     return sum(losses) / len(losses)
