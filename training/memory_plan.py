@@ -217,7 +217,7 @@ def _predict(s: MemorySettings, real: bool = False, measure=None) -> Plan:
                 if p in configs]
     base = SimpleNamespace(text_encoder=encoders[0], tokenizer=_Tokens(),
                            text_encoder_2=encoders[1] if sdxl else None, tokenizer_2=_Tokens(),
-                           text_encoders=tuple(encoders))
+                           text_encoders=tuple(encoders), is_sdxl=sdxl)
     unet = _build(configs, "unet", dtype, where)
     models.add_lora(unet, cfg)  # the trainer's own LoRA setup: targets, fp32 LoRA weights
     if s.train_text_encoder:
