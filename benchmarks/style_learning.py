@@ -30,7 +30,7 @@ from bench_common import ROOT  # noqa: F401  (puts the repository on sys.path, o
 import torch  # noqa: E402
 
 from benchmarks import style_metrics as sm  # noqa: E402
-from studio.demo import DEMO_STYLE, POCKET_MODEL, create_demo_project  # noqa: E402
+from studio.runs.demo import DEMO_STYLE, POCKET_MODEL, create_demo_project  # noqa: E402
 
 TRIGGER = "zxqstyle"
 INKS = ("red", "yellow", "blue", "white")

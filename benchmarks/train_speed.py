@@ -183,7 +183,7 @@ def run_case(c: dict) -> dict:
 def cli_case(steps: int, threads: int) -> dict:
     """The real `python -m training train` on a tiny project; times from event arrival."""
     from studio import config
-    from studio.project import Project
+    from studio.runs.project import Project
     from training import tiny_model
     from training.demo import draw_shapes
     tmp = scratch("bench-cli-")

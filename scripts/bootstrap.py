@@ -10,7 +10,7 @@ On Windows, write `py` for `python3`. Standard library only: this runs before an
 Why a script instead of a bare `pip install`: torch must be pinned *in the same pip command* as
 diffusers/peft/accelerate, otherwise pip resolves their `torch>=…` to the newest build and downloads
 several GB of CUDA wheels even on a machine without a GPU. Which build fits the machine (CPU, the
-CUDA line for the driver and the card, Apple's MPS) is decided by `studio/install_plan.py`, a pure
+CUDA line for the driver and the card, Apple's MPS) is decided by `studio/machine/install_plan.py`, a pure
 table that is tested over OS × GPU × driver (tests/test_install_plan.py).
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from studio import install_plan  # noqa: E402 - standard library only, importable before installing
+from studio.machine import install_plan  # noqa: E402 - standard library only, importable before installing
 
 VENV = ROOT / ".venv"
 EXTRAS = "train,gui,dev"

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/make_gpu_presets.py [--table] [--cache DIR]
 
-Each tier (6, 8, 12, 16, 24 GB) gets the fastest settings that fit (studio.memory_fit.fit, with
+Each tier (6, 8, 12, 16, 24 GB) gets the fastest settings that fit (studio.machine.memory_fit.fit, with
 its safety margin) for SDXL at 1024 px when SDXL can fit the card at all, else for SD1.5 at
 512 px; the comment in each file gives both models' predicted peaks. The settings are what the
 style presets train with: bf16, attention layers, caption dropout (text encoders on the GPU),
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from studio import atomic, config  # noqa: E402
-from studio.memory_fit import (CONFIG_NAMES, GIB, QUANTIZATIONS, MemorySettings, fit,  # noqa: E402
+from studio.machine.memory_fit import (CONFIG_NAMES, GIB, QUANTIZATIONS, MemorySettings, fit,  # noqa: E402
                                needed_bytes)
 from training.memory_plan import predict, resolve_model  # noqa: E402
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from studio.diskspace import DiskFull, free_bytes, is_disk_full
+from studio.machine.diskspace import DiskFull, free_bytes, is_disk_full
 
 # safetensors and mkstemp create files 0600; LoRAs must be readable by other accounts and tools
 # (ComfyUI running as another user, a shared models folder): lora-formats.md §4.

@@ -2,7 +2,7 @@
 
 These update live as the artist drags the rank, so they use only layer shapes
 (studio/base_model/layers.py) and arithmetic, never a model load. GPU memory is not guessed
-here: the memory planner counts it (training/memory_plan.py, studio/memory_fit.py).
+here: the memory planner counts it (training/memory_plan.py, studio/machine/memory_fit.py).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def make_project(root: Path, model: Path, n_images: int = 6, **settings) -> Path:
     from studio import config
-    from studio.project import Project
+    from studio.runs.project import Project
     from training.demo import draw_shapes  # noqa: E402
 
     draw_shapes(root / "dataset", n_images, seed=1)

@@ -1,7 +1,7 @@
 """The fake worker's memory planner (`tests/fake_worker.py plan-memory ...`), for GUI tests.
 
 `plan-memory PROJECT --json --gpu-gb N [--config FILE] [--no-fit]` plays training/memory_plan.py:
-the same settings (studio.memory_fit.project_settings), a plan made of studio.memory_fit
+the same settings (studio.machine.memory_fit.project_settings), a plan made of studio.machine.memory_fit
 dataclasses from a simple rule (fixed weights, activations growing with batch and pixels,
 checkpointing keeping 30 %, a quantized base halving or quartering the weights), cached in
 PROJECT/cache/memory/ as the real one does, the real fit search over it, and one JSON line.
@@ -24,9 +24,10 @@ def plan_memory() -> int:
     """The memory planner's stand-in: see the module docstring."""
     import hashlib
 
-    from studio import atomic, config, memory_fit
+    from studio import atomic, config
+    from studio.machine import memory_fit
     from studio.dataset import scanner
-    from studio.project import Project
+    from studio.runs.project import Project
 
     parser = argparse.ArgumentParser()
     parser.add_argument("command")

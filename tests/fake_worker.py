@@ -12,7 +12,7 @@ behaviour from environment variables so a test can pick it per WorkerProcess:
 
 It starts in milliseconds (no torch), honours the `stop` command like the real worker (saves and
 exits 0 with `done.stopped = true`), and in `hang` mode ignores it so the kill backstop is needed.
-Every event it writes is built from the studio/protocol.py dataclasses and every command it reads
+Every event it writes is built from the studio/protocol/__init__.py dataclasses and every command it reads
 is parsed into them, like the real worker, so renaming a protocol field breaks the GUI tests.
 
 `serve --project DIR` plays the generation worker (training/serve.py): `load` → `ready`;
@@ -28,8 +28,8 @@ With `save_every_n_steps` set in the project's project.toml, `train` also writes
 file (`loras/`, with `ss_epoch`) at each "end of an epoch", as the engine does.
 `evaluate RUN_DIR --control-stdin` plays `python -m training evaluate` (training/evaluate.py):
 a status with the cost, a PNG per evaluation image with progress (FAKE_WORKER_DELAY apart),
-then report_card.json built from studio/report_card.py's dataclasses and rule, for the run's
-LoRA files as studio.lora_catalog lists them (style better and fidelity lower with each later
+then report_card.json built from studio/runs/report_card.py's dataclasses and rule, for the run's
+LoRA files as studio.runs.loras lists them (style better and fidelity lower with each later
 file, so the later ones lose fidelity); `stop` or stdin closing stops it without a card.
 
     FAKE_EVAL_MODE      ok (default) | error (refused: no held-out images, exit 2)
@@ -281,9 +281,9 @@ def run_settings(project: Path) -> str:
 
 
 def evaluate(run: Path) -> int:
-    from studio import lora_catalog
-    from studio import report_card as rc
-    from studio.project import RunDir
+    from studio.runs import loras as lora_catalog
+    from studio.runs import report_card as rc
+    from studio.runs.project import RunDir
 
     delay = float(os.environ.get("FAKE_WORKER_DELAY", "0.02"))
     emit(Hello(pid=os.getpid(), command="evaluate", run_dir=str(run)))

@@ -37,7 +37,7 @@ def raising(kind: str, error: type[BaseException]):
 
 def install() -> None:
     if FAULTS.get("gpu"):
-        from studio import install_plan
+        from studio.machine import install_plan
 
         gpu = install_plan.Gpu(FAULTS["gpu"], (470, 82), (6, 1))
         install_plan.query_gpus = lambda: [gpu]

@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import make_project, run_cli
 from studio import config, dataset, estimate
 from studio.dataset import plan, summary
-from studio.project import Project
+from studio.runs.project import Project
 
 RES = 64
 COLOURS = ["red", "blue", "green", "orange", "purple", "teal", "gold", "pink", "navy", "olive"]

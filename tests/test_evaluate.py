@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import make_project, run_cli
-from studio import report_card as rc
+from studio.runs import report_card as rc
 from training.demo import draw_shapes
 
 
@@ -128,13 +128,14 @@ def test_a_run_without_held_out_images_is_refused(tmp_path, tiny_model):
 
 
 def test_lora_files_are_the_run_layouts_own_list(tmp_path, lora_files):
-    """One list of a run's LoRA files (studio.lora_catalog over RunDir): the final file and the
+    """One list of a run's LoRA files (studio.runs.loras over RunDir): the final file and the
     step files in loras/ (and a pre-split run's checkpoints/), never a resume point's weights,
     the diffusers-format copy or a stray .safetensors beside the final file."""
     import shutil
 
-    from studio import config, lora_catalog
-    from studio.project import RunDir
+    from studio import config
+    from studio.runs import loras as lora_catalog
+    from studio.runs.project import RunDir
     from training.evaluate import lora_files as find
 
     run = tmp_path / "run"
@@ -235,7 +236,7 @@ def test_evaluate_works_on_sdxl(tiny_sdxl, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("studio.demo").demo.assets_present(),
+@pytest.mark.skipif(not __import__("studio.runs.demo").runs.demo.assets_present(),
                     reason="the pocket model / demo style set are not shipped")
 def test_a_random_noise_lora_scores_worse_than_the_base(tmp_path):
     """Issue 16's "done when": a LoRA of random noise matches the held-out style no better than
@@ -243,7 +244,7 @@ def test_a_random_noise_lora_scores_worse_than_the_base(tmp_path):
     base model alone scores clearly above chance on its own images (so it measures something)."""
     from conftest import unet_with_random_lora
     from studio import config
-    from studio.demo import POCKET_MODEL, create_demo_project
+    from studio.runs.demo import POCKET_MODEL, create_demo_project
     from training.export import export_adapter
     from training.metadata import TrainingFacts
 
@@ -273,13 +274,13 @@ def test_a_random_noise_lora_scores_worse_than_the_base(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not __import__("studio.demo").demo.assets_present(),
+@pytest.mark.skipif(not __import__("studio.runs.demo").runs.demo.assets_present(),
                     reason="the pocket model / demo style set are not shipped")
 def test_an_over_trained_run_is_not_recommended_at_its_last_epoch(tmp_path):
     """Issue 16's "done when": the demo at 10x its learning rate. Measured (CPU, 6 Dec 2026):
     style 0.40 / 0.63 / 1.15 at epochs 4 / 7 / 10, fidelity 100 % of base at all three (this
     classifier, 9 candidates, does not see it: the style statistics do), epoch 4 recommended."""
-    from studio.demo import create_demo_project
+    from studio.runs.demo import create_demo_project
 
     project = create_demo_project(tmp_path / "demo").root
     trained = run_cli("train", str(project), "--set", "learning_rate=1e-2", "--set",

@@ -1,5 +1,5 @@
 """The generation worker (`python -m training serve`) through its JSON-lines protocol: requests
-built from the studio/protocol.py dataclasses, as the Generate tab builds them."""
+built from the studio/protocol/__init__.py dataclasses, as the Generate tab builds them."""
 
 from __future__ import annotations
 

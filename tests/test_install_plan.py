@@ -1,4 +1,4 @@
-"""The PyTorch build chosen for each OS × GPU × driver (studio/install_plan.py), as a pure table."""
+"""The PyTorch build chosen for each OS × GPU × driver (studio/machine/install_plan.py), as a pure table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from studio.install_plan import Gpu, choose_torch, gpu_unused_warning, parse_nvidia_smi
+from studio.machine.install_plan import Gpu, choose_torch, gpu_unused_warning, parse_nvidia_smi
 
 RTX3090 = Gpu("NVIDIA GeForce RTX 3090", (581, 57), (8, 6))
 RTX4090_OLD = Gpu("NVIDIA GeForce RTX 4090", (536, 40), (8, 9))

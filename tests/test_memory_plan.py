@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, make_project, run_cli, worker_env
-from studio.memory_fit import (GIB, MemorySettings, Plan, candidates, fit, fits, needed_bytes,
+from studio.machine.memory_fit import (GIB, MemorySettings, Plan, candidates, fit, fits, needed_bytes,
                                settings_for)
 
 # --- the fit search (pure Python, a stub predictor) ---------------------------------------

@@ -63,7 +63,7 @@ def test_int8_without_torchao_says_what_to_install(tmp_path, tiny_model):
 
 def test_fit_to_my_gpu_reads_and_offers_the_setting():
     from studio import config
-    from studio.memory_fit import CONFIG_NAMES, QUANTIZATIONS, candidates, settings_for
+    from studio.machine.memory_fit import CONFIG_NAMES, QUANTIZATIONS, candidates, settings_for
 
     cfg = config.from_dict({"base_quantization": "int8", "resolution": 512})
     s = settings_for(cfg, "m", [(512, 512)])

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from studio import report_card as rc
-from studio.report_card import Row
+from studio.runs import report_card as rc
+from studio.runs.report_card import Row
 
 
 def base(fidelity=0.9):

@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import ROOT, make_project, parse_events, run_cli, worker_env
-from studio import atomic, dataset, diskspace
-from studio.project import Project, RunDir
+from studio import atomic, dataset
+from studio.machine import diskspace
+from studio.runs.project import Project, RunDir
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_project, run_cli
-from studio.project import RunDir
+from studio.runs.project import RunDir
 
 pytestmark = pytest.mark.slow
 

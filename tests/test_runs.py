@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 
-from studio import config, lora_catalog, run_history
-from studio.project import Project, RunDir
+from studio import config
+from studio.runs import loras as lora_catalog
+from studio.runs import history as run_history
+from studio.runs.project import Project, RunDir
 
 
 def make(run: RunDir, loras: str, points: str, steps=(2, 4)) -> None:

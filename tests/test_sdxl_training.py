@@ -7,7 +7,7 @@ import torch
 
 from conftest import make_project, run_cli
 from studio import dataset
-from studio.project import Project
+from studio.runs.project import Project
 from studio.safetensors_header import read_header
 
 pytestmark = pytest.mark.slow

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from studio.demo import assets_present  # noqa: E402
+from studio.runs.demo import assets_present  # noqa: E402
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from studio import dataset
-from studio.project import Project
+from studio.runs.project import Project
 from training import models
 from training.events import Control, EventSink
 from training.train import train

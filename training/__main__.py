@@ -9,7 +9,7 @@
     python -m training demo [--out DIR]
     python -m training evaluate RUN_DIR [--seeds N] [--json]   (report card of a run's LoRAs)
 
-Events go to stdout as JSON lines (studio/protocol.py); logs and the terminal progress bar go to
+Events go to stdout as JSON lines (studio/protocol/__init__.py); logs and the terminal progress bar go to
 stderr. Exit codes: 0 finished or stopped on request, 1 training failed, 2 bad configuration or
 dataset (nothing is written then), anything else a crash.
 """
@@ -33,7 +33,7 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 from studio import atomic, config, dataset, protocol  # noqa: E402
 from studio.config import ConfigError, TrainConfig  # noqa: E402
-from studio.project import Project, RunDir  # noqa: E402
+from studio.runs.project import Project, RunDir  # noqa: E402
 from training.events import EventSink  # noqa: E402
 
 log = logging.getLogger("training")
@@ -252,7 +252,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                                                           "the newest intact resume point."))
     control = Control(stdin_control=args.control_stdin)
 
-    from studio.diskspace import DiskFull
+    from studio.machine.diskspace import DiskFull
     from studio.errors import UserError
     from training.train import OutOfMemory, TrainingDiverged, train
 
@@ -285,7 +285,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def start_failure(exc: OSError, where: Path) -> tuple[str, str]:
     """(message, hint) for a run folder that could not be written."""
-    from studio.diskspace import DiskFull, free_bytes, is_disk_full
+    from studio.machine.diskspace import DiskFull, free_bytes, is_disk_full
 
     if is_disk_full(exc) and not isinstance(exc, DiskFull):
         exc = DiskFull(where, None, free_bytes(where if where.exists() else where.parent))
@@ -303,7 +303,7 @@ def find_resume_point(project: Project, spec: str) -> tuple[Path, list[str]]:
     settings would then "differ" for no reason the artist can see); `spec` may also be a run
     folder (its newest intact resume point) or one resume point folder. A finished run is never
     reopened: resuming would overwrite its LoRA."""
-    from studio import run_history
+    from studio.runs import history as run_history
     from training import resume
 
     point = None

@@ -18,7 +18,7 @@ from studio import config, estimate
 from studio.base_model import inspect as base_model
 from studio.dataset import buckets, plan, scanner
 from studio.config import TrainConfig
-from studio.project import Project
+from studio.runs.project import Project
 
 PRESETS = Path(__file__).resolve().parent.parent / "assets" / "presets"
 # Rough seconds per image-step of the full SD1.5 UNet at 512x512 with a LoRA (machine-notes.md §3:
@@ -50,9 +50,9 @@ def seconds_per_step(kind: str, unet_params: int, cfg: TrainConfig) -> float:
 
 
 def predicted(project: Project, cfg: TrainConfig, items: list, card_bytes: int) -> dict:
-    """The planner's cached plan for these settings (studio.memory_fit.cached, as the Train tab
+    """The planner's cached plan for these settings (studio.machine.memory_fit.cached, as the Train tab
     reads it): peak and what the card needs, or predicted=False when there is none yet."""
-    from studio import memory_fit
+    from studio.machine import memory_fit
     from training import memory_plan
 
     out = {"predicted": False, "peak_bytes": None, "needed_bytes": None, "limit": None,

@@ -5,7 +5,7 @@ Digital Forgery?"; Carlini et al. 2023, "Extracting Training Data from Diffusion
 measures that need no download judge that here: SSIM on grey pixels (Wang et al. 2004) for "the
 same picture", and the distance in the base model's own latent space, scaled by how far apart
 two different training images typically are, for "the same content". The verdict itself is
-studio.report_card.is_near_copy, shared with the window.
+studio.runs.report_card.is_near_copy, shared with the window.
 """
 
 from __future__ import annotations

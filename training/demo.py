@@ -7,8 +7,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from studio import demo
-from studio.project import Project
+from studio.runs import demo
+from studio.runs.project import Project
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 70), "blue": (40, 80, 220),
            "yellow": (240, 210, 40), "white": (245, 245, 245), "black": (20, 20, 20)}

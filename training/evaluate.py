@@ -5,7 +5,7 @@ tab's code path (training.generate), then judged three ways: style match against
 images (training.style_stats), prompt fidelity by the base model as a zero-shot classifier
 (training.zero_shot) and copy risk against the training images (training.copy_risk). The
 validation loss comes from the run's events.jsonl. Every rule that turns these numbers into a
-verdict is in studio.report_card, which the window reads too.
+verdict is in studio.runs.report_card, which the window reads too.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-from studio import config, dataset, lora_catalog, protocol
-from studio import report_card as rc
+from studio import config, dataset, protocol
+from studio.runs import loras as lora_catalog
+from studio.runs import report_card as rc
 from studio.dataset.augment import full_caption, split_tags
 from studio.errors import UserError
-from studio.project import Project, RunDir
+from studio.runs.project import Project, RunDir
 from studio.protocol import GenerateRequest, Progress, Status
 from studio.safetensors_header import read_header
 from training import copy_risk, models, style_stats, zero_shot
@@ -57,7 +58,7 @@ class Options:
 
 def lora_files(run: RunDir) -> list[Path]:
     """The run's LoRA files, oldest first: the same list the Generate tab offers
-    (studio.lora_catalog.run_loras: the run layout's own RunDir.lora_files() plus the final
+    (studio.runs.loras.run_loras: the run layout's own RunDir.lora_files() plus the final
     file), so the card has a row for exactly the files the artist can pick from."""
     found = lora_catalog.run_loras(run)
     return [f.path for f in found.checkpoints_oldest_first()] if found else []

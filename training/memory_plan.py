@@ -8,7 +8,7 @@ optimizer update. `memory_track.LiveBytes` counts every storage an op creates an
 peak is that of the real step, including what autocast casts and backward saves. Three phases
 are counted: caching latents (VAE in fp32), the training step, and a sample render mid-run.
 
-    predict(settings, cache_dir=None) -> Plan     (studio.memory_fit.Plan, JSON-cached)
+    predict(settings, cache_dir=None) -> Plan     (studio.machine.memory_fit.Plan, JSON-cached)
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from types import SimpleNamespace
 
 import torch
 
-from studio import atomic, memory_fit
+from studio import atomic
+from studio.machine import memory_fit
 from studio.config import Optimizer, TargetPreset, TrainConfig
-from studio.memory_fit import PLANNER_VERSION, MemorySettings, Plan
+from studio.machine.memory_fit import PLANNER_VERSION, MemorySettings, Plan
 from training.memory_track import CudaAutocast, LiveBytes
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -343,7 +344,7 @@ def predict(s: MemorySettings, cache_dir: Path | None = None) -> Plan:
 
 
 def project_settings(project, cfg: TrainConfig, items: list | None = None) -> MemorySettings:
-    """The MemorySettings a project's training would run with (studio.memory_fit, shared with
+    """The MemorySettings a project's training would run with (studio.machine.memory_fit, shared with
     the Train tab); `items` are its dataset's training Items (scanned when not given); "auto"
     precision as this machine's GPU would pick it (bf16 where there is none, as on most
     current cards)."""
@@ -364,7 +365,7 @@ def report(project, cfg: TrainConfig, gpu_bytes: int | None, with_fit: bool = Tr
     """The plan for a project and, with `gpu_bytes`, whether it fits that card and (unless
     `with_fit` is False) the fastest settings that fit it (`python -m training plan-memory`;
     the Train tab shows the same)."""
-    from studio.memory_fit import CONFIG_NAMES, fit, fits, needed_bytes
+    from studio.machine.memory_fit import CONFIG_NAMES, fit, fits, needed_bytes
 
     s = project_settings(project, cfg)
     plan = predict(s, project.cache)
@@ -422,7 +423,7 @@ def cli(project_dir: Path, config_file: Path | None, overrides: list[str],
 
     from studio import config, dataset
     from studio.config import ConfigError
-    from studio.project import Project
+    from studio.runs.project import Project
     from training.check import device_info
 
     project = Project(project_dir.resolve())

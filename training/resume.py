@@ -25,9 +25,9 @@ from safetensors.torch import load_file, save_file
 
 from studio import atomic, config
 from studio.config import TrainConfig
-from studio.diskspace import DiskFull, ensure_free, free_bytes, is_disk_full
+from studio.machine.diskspace import DiskFull, ensure_free, free_bytes, is_disk_full
 from studio.errors import UserError
-from studio.project import RunDir
+from studio.runs.project import RunDir
 
 FORMAT = 1
 # Settings that may change between a stop and a resume without changing what is trained.

@@ -1,6 +1,6 @@
 """`python -m training serve`: the long-lived generation worker behind the Generate tab.
 
-Commands arrive as JSON lines on stdin and are parsed into the requests of studio/protocol.py; a
+Commands arrive as JSON lines on stdin and are parsed into the requests of studio/protocol/__init__.py; a
 reader thread queues them, except `cancel`, which takes effect at once (between denoising steps).
 stdin closing means the GUI is gone: the worker exits. A malformed or failing command gets an
 error event that names the field; the worker keeps serving.

@@ -16,10 +16,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from studio import dataset, install_plan, protocol, step_plan
+from studio import dataset, protocol, step_plan
+from studio.machine import install_plan
 from studio.config import Precision, TrainConfig
-from studio.diskspace import ensure_free
-from studio.project import Project, RunDir
+from studio.machine.diskspace import ensure_free
+from studio.runs.project import Project, RunDir
 from studio.protocol import LoraSaved, Progress, Status, WarningEvent
 from training import data as training_data, models, quantize, sampling, speedups
 from training.events import Control, EventSink

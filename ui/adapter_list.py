@@ -11,8 +11,8 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QHBoxLayout, QLabel, QPushButton, QScrollArea,
                                QSlider, QToolButton, QVBoxLayout, QWidget)
 
-from studio import lora_catalog
-from studio.lora_catalog import STRENGTH_MAX, STRENGTH_MIN, STRENGTH_STEP, LoraFile, RunLoras
+from studio.runs import loras as lora_catalog
+from studio.runs.loras import STRENGTH_MAX, STRENGTH_MIN, STRENGTH_STEP, LoraFile, RunLoras
 from studio.safetensors_header import read_header
 from ui import theme
 from ui.widgets.elided_label import ElidedLabel

@@ -14,7 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from studio import demo
+from studio.runs import demo
 from ui import theme
 from ui.app_settings import SettingsStore
 from ui.main_window import MainWindow

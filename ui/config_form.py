@@ -1,6 +1,6 @@
 """A settings form generated from TrainConfig's field metadata (label, help, range, step, group).
 
-Nothing about a setting is written here: add a field to studio/config.py and it appears, with its
+Nothing about a setting is written here: add a field to studio/config/__init__.py and it appears, with its
 tooltip and range. Editors return raw values (text the artist typed included); the Train tab
 coerces and validates them with studio.config and hands problems back via `show_problems`, so
 invalid input is shown at its field instead of being silently clamped or dropped.

@@ -1,5 +1,5 @@
 """What the window says about the machine it trains on: an NVIDIA GPU or the CPU, asked once of
-studio.install_plan.query_gpus (the check the installer makes), so texts fit the device; and the
+studio.machine.install_plan.query_gpus (the check the installer makes), so texts fit the device; and the
 cards the memory planner can predict for (this machine's GPU, or a size the artist picks)."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Card:
 def has_gpu() -> bool:
     """True when nvidia-smi lists a GPU. Cached: nvidia-smi takes ~0.1 s, and absent it
     returns at once (shutil.which)."""
-    from studio.install_plan import query_gpus
+    from studio.machine.install_plan import query_gpus
 
     return bool(query_gpus())
 
@@ -47,7 +47,7 @@ def name() -> str:
 def gpus() -> tuple[Card, ...]:
     """This machine's NVIDIA GPUs with their memory (query_gpus finds them; nvidia-smi's
     `memory.total`, in MiB, sizes them). Empty without a driver; never raises."""
-    from studio.install_plan import query_gpus
+    from studio.machine.install_plan import query_gpus
 
     found = query_gpus()
     exe = shutil.which("nvidia-smi")

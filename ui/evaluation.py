@@ -8,7 +8,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from studio import crash_hints, protocol
+from studio import protocol
+from studio.protocol import crash_hints
 from ui.worker import WorkerProcess
 
 

@@ -11,8 +11,9 @@ from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QGridLayout, QHBoxLayout, QLabel,
                                QLineEdit, QPushButton, QStackedWidget, QVBoxLayout, QWidget)
 
-from studio import grid, lora_catalog
-from studio.lora_catalog import RunLoras
+from studio import grid
+from studio.runs import loras as lora_catalog
+from studio.runs.loras import RunLoras
 from ui import outputs, theme
 from ui.gen_results import save_copy
 from ui.widgets.compare_overlay import CompareOverlay

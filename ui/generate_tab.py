@@ -13,8 +13,8 @@ from pathlib import Path
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QPushButton, QScrollArea, QSplitter, QVBoxLayout, QWidget
 
-from studio import lora_catalog
-from studio.lora_catalog import RunLoras
+from studio.runs import loras as lora_catalog
+from studio.runs.loras import RunLoras
 from studio.protocol import GridRequest, MergeRequest, ProtocolError
 from ui.adapter_list import AdapterList
 from ui.gen_form import GenerationForm

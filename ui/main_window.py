@@ -10,9 +10,11 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QMainWindow, QMessageBox, QStackedWidget,
                                QTabWidget)
 
-from studio import demo, settings, workspace
+from studio import settings
+from studio.runs import demo
+from studio.runs import workspace
 from studio.config import ConfigError
-from studio.project import Project
+from studio.runs.project import Project
 from ui.app_settings import SettingsStore
 from ui.dataset_tab import DatasetTab
 from ui.generate_tab import GenerateTab

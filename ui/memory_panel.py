@@ -1,13 +1,14 @@
 """The Train tab's GPU memory figure: the planner's predicted peak for the artist's card (this
 machine's GPU, or a size they pick), a red line when the settings will not fit, and "Fit to my
-GPU" (studio.memory_fit.fit, run by the worker) applied to the form with a Revert."""
+GPU" (studio.machine.memory_fit.fit, run by the worker) applied to the form with a Revert."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from studio import config, memory_fit
+from studio import config
+from studio.machine import memory_fit
 from studio.units import human_bytes
 from ui import device, theme
 from ui.app_settings import SettingsStore

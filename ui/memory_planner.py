@@ -1,6 +1,6 @@
 """MemoryPlanner: the GPU memory planner (`python -m training plan-memory`) run in the background
 for the Train tab, debounced and restarted as the settings change, with plans already predicted
-read from the project's cache (studio.memory_fit.cached, no torch) so reopening is instant."""
+read from the project's cache (studio.machine.memory_fit.cached, no torch) so reopening is instant."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from studio import atomic, config, memory_fit
-from studio.memory_fit import MemorySettings, Plan
+from studio import atomic, config
+from studio.machine import memory_fit
+from studio.machine.memory_fit import MemorySettings, Plan
 from ui.worker import WorkerProcess
 
 DEBOUNCE_MS = 800  # a rank slider drag or typing a number settles before a plan starts

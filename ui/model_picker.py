@@ -9,7 +9,8 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import (QComboBox, QFileDialog, QHBoxLayout, QLabel, QMenu,
                                QPushButton, QVBoxLayout, QWidget)
 
-from studio import demo, estimate
+from studio import estimate
+from studio.runs import demo
 from studio.base_model import inspect as base_model
 from studio.base_model.inspect import ModelInfo
 from studio.config import FIELDS

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from studio import crash_hints, protocol
+from studio import protocol
+from studio.protocol import crash_hints
 from ui.worker import WorkerProcess
 
 STOP_GRACE_MS = 10_000  # cancel takes effect between denoising steps; loading can take longer

@@ -2,7 +2,7 @@
 prompt fidelity, copy risk, validation loss), a small chart per metric across epochs, the
 evaluation images large enough to judge, the recommendation and its one line of why, and "Use
 this epoch" / "Copy to…" for the chosen file. It reads report_card.json through
-studio/report_card.py, the module the worker writes it with; making the card is ui/evaluation.py's.
+studio/runs/report_card.py, the module the worker writes it with; making the card is ui/evaluation.py's.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QLab
                                QProgressBar, QPushButton, QScrollArea, QSplitter, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from studio import report_card as rc
+from studio.runs import report_card as rc
 from ui import outputs, theme
 from ui.widgets.image_preview import ImagePreview
 from ui.widgets.metric_chart import MetricChart

@@ -10,7 +10,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QFrame, QHBoxLayout, QLabel, QPlainTextEdit,
                                QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
-from studio import config, crash_hints, protocol
+from studio import config, protocol
+from studio.protocol import crash_hints
 from studio.estimate import human_count, human_duration
 from studio.protocol import Phase
 from ui import theme

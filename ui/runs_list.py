@@ -8,8 +8,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QHBoxLayout, QPushButton, QTreeWidget,
                                QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from studio import run_history
-from studio.project import Project
+from studio.runs import history as run_history
+from studio.runs.project import Project
 from ui import outputs
 
 COLUMNS = ["Run", "Result", "Steps", "LoRA", "Best epoch"]

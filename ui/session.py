@@ -17,7 +17,7 @@ from PySide6.QtGui import QUndoStack
 from studio.config import ConfigError, TrainConfig
 from studio.dataset import summary
 from studio.dataset.report import Report
-from studio.project import Project
+from studio.runs.project import Project
 from ui.background import run_in_background
 
 SAVE_DELAY_MS = 400

@@ -14,7 +14,7 @@ from PySide6.QtWidgets import (QComboBox, QFrame, QHBoxLayout, QLabel, QPushButt
 from studio import config, estimate
 from studio.base_model.inspect import ModelInfo, resolution_warning
 from studio.config import FIELDS, ConfigError, Problem, TrainConfig
-from studio.demo import ASSETS
+from studio.runs.demo import ASSETS
 from ui import device, theme
 from ui.app_settings import SettingsStore
 from ui.config_form import ConfigForm, apply_raw

@@ -11,7 +11,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QApplication, QHBoxLayout, QLabel, QPushButton, QSplitter,
                                QSystemTrayIcon, QTabWidget, QVBoxLayout, QWidget)
 
-from studio import config, protocol, report_card
+from studio import config, protocol
+from studio.runs import report_card
 from ui import outputs, theme
 from ui.app_settings import SettingsStore
 from ui.evaluation import Evaluation

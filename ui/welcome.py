@@ -8,9 +8,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPushButton, QVBoxLayout, QWidget)
 
-from studio import demo
+from studio.runs import demo
 from studio.config import ConfigError
-from studio.project import Project
+from studio.runs.project import Project
 from ui import theme
 
 

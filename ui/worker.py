@@ -87,7 +87,7 @@ class WorkerProcess(QObject):
                           fit: bool) -> None:
         """The memory planner (`python -m training plan-memory --json`): one JSON line with the
         plan, whether it fits a `gpu_gb` card and, with `fit`, the fastest settings that do
-        (studio.memory_fit.fit). It reads no stdin; `abort` ends it."""
+        (studio.machine.memory_fit.fit). It reads no stdin; `abort` ends it."""
         args = ["plan-memory", str(project), "--json", "--gpu-gb", f"{gpu_gb:g}"]
         if config_file is not None:
             args += ["--config", str(config_file)]

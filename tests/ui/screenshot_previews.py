@@ -24,7 +24,8 @@ from PIL import Image  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from screenshot_app import capture, settle, wait_until  # noqa: E402
-from studio import demo, grid  # noqa: E402
+from studio import grid  # noqa: E402
+from studio.runs import demo
 from ui import theme  # noqa: E402
 from ui.app_settings import SettingsStore  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from screenshot_app import capture, settle, wait_until  # noqa: E402
-from studio.project import Project  # noqa: E402
+from studio.runs.project import Project  # noqa: E402
 from ui import theme  # noqa: E402
 from ui.app_settings import SettingsStore  # noqa: E402
 from ui.main_window import MainWindow  # noqa: E402

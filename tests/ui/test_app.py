@@ -10,7 +10,9 @@ import sys
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
-from studio import demo, settings, workspace
+from studio import settings
+from studio.runs import demo
+from studio.runs import workspace
 from ui import app
 from ui.app_settings import SettingsStore
 from ui.main_window import MainWindow

@@ -391,8 +391,9 @@ def test_training_stops_the_preview_first_and_pauses_the_tab(qtbot, gen, fake_wo
 def test_the_catalog_and_the_worker_agree_on_samplers_and_files(tmp_path):
     import ast
 
-    from studio import lora_catalog, protocol
-    from studio.project import Project
+    from studio import protocol
+    from studio.runs import loras as lora_catalog
+    from studio.runs.project import Project
     from uihelpers import ROOT
 
     tree = ast.parse((ROOT / "training" / "generate.py").read_text())

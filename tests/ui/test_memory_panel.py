@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from studio import config, memory_fit
+from studio import config
+from studio.machine import memory_fit
 from ui import device
 from ui.app_settings import SettingsStore
 from ui.main_window import MainWindow

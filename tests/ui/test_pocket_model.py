@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from studio import demo
+from studio.runs import demo
 from uifixtures import *  # noqa: F403 (pytest fixtures)
 from uihelpers import open_and_wait
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from studio import memory_fit
+from studio.machine import memory_fit
 from training.demo import draw_shapes
 from ui import device
 from ui.app_settings import SettingsStore

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from studio import report_card as rc
+from studio.runs import report_card as rc
 from uifixtures import *  # noqa: F403 (pytest fixtures)
 from uihelpers import open_and_wait
 
@@ -94,8 +94,8 @@ def test_auto_evaluation_shows_progress_and_can_be_cancelled(qtbot, ready, fake_
     tab.panel.banner.report_button.click()
     view = tab.report
     assert view.run_dir == run and not view.progress_row.isHidden()
-    from studio import lora_catalog
-    from studio.project import RunDir
+    from studio.runs import loras as lora_catalog
+    from studio.runs.project import RunDir
 
     files = lora_catalog.run_loras(RunDir(run)).checkpoints_oldest_first()
     # 4 images (2 prompts × 2 seeds) for the base and for every LoRA file (per epoch + final)

@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLineEdit
 
-from studio.lora_catalog import LoraFile
+from studio.runs.loras import LoraFile
 from ui.adapter_list import AdapterList
 from uihelpers import write_lora
 

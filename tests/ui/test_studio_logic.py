@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from studio import crash_hints, deliver, run_history, settings, workspace
+from studio import settings
+from studio.protocol import crash_hints
+from studio.runs import deliver
+from studio.runs import history as run_history
+from studio.runs import workspace
 from studio.dataset import captions, summary
 from studio.config import TrainConfig
-from studio.project import Project, RunDir
+from studio.runs.project import Project, RunDir
 from uihelpers import digests
 from uifixtures import *  # noqa: F403 (pytest fixtures)
 
@@ -260,7 +264,8 @@ def test_run_history_reads_only_the_end_of_long_event_files(tmp_path):
 
 
 def test_reopening_the_demo_keeps_the_artists_settings(tmp_path):
-    from studio import config, demo
+    from studio import config
+    from studio.runs import demo
 
     project = demo.create_demo_project(tmp_path / "demo")
     cfg = project.load_config()

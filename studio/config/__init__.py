@@ -14,9 +14,9 @@ from typing import Any
 
 import tomli_w
 
-from studio.config_choices import (BaseQuantization, CaptionStyle, LrSchedule, Optimizer,
+from studio.config.choices import (BaseQuantization, CaptionStyle, LrSchedule, Optimizer,
                                    Precision, PredictionType, SaveDtype, TargetPreset)
-from studio.config_schema import SCHEMA_VERSION, migrate  # config.SCHEMA_VERSION: used as is
+from studio.config.schema import SCHEMA_VERSION, migrate  # config.SCHEMA_VERSION: used as is
 from studio.paths import MAX_NAME_BYTES, name_problem
 
 # The longest name a run writes: a step LoRA file (training/train.py) while studio/atomic.py

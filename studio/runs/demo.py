@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from studio import config
-from studio.project import Project
+from studio.runs.project import Project
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 POCKET_MODEL = ASSETS / "pocket-model"
 DEMO_STYLE = ASSETS / "demo-style"
 DEMO_PRESET = ASSETS / "presets" / "demo.toml"

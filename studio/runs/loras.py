@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio import config, run_history
-from studio.project import Project, RunDir
+from studio import config
+from studio.runs import history as run_history
+from studio.runs.project import Project, RunDir
 from studio.protocol import SAMPLERS  # noqa: F401 - the names are the protocol's (re-exported)
 from studio.safetensors_header import read_header
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 # ProtocolError and limits are part of this module's API (the GUI reads limits for its widgets).
-from studio.protocol_check import ProtocolError, check, from_dict, limits, spec  # noqa: F401
+from studio.protocol.check import ProtocolError, check, from_dict, limits, spec  # noqa: F401
 
 PROTOCOL_VERSION = 1
 
@@ -53,7 +53,7 @@ PHASES = tuple(Phase)
 SAMPLERS = ("Euler", "Euler a", "DPM++ 2M", "DDIM", "UniPC")
 MERGE_FORMATS = ("safetensors", "diffusers")  # training/merge.py FORMATS
 MERGE_PRECISIONS = ("fp16", "fp32")  # training/merge.py SAVE_DTYPES
-# Image sizes: what the training resolution allows (studio/config.py), since samples are made at
+# Image sizes: what the training resolution allows (studio/config/__init__.py), since samples are made at
 # it; the VAE halves the size three times, hence multiples of 8.
 SIZE_MIN, SIZE_MAX = 32, 2048
 

@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio import report_card
-from studio.project import Project, RunDir
+from studio.runs import report_card
+from studio.runs.project import Project, RunDir
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from studio import config, settings
 from studio.config import ConfigError, TrainConfig
 from studio.dataset import scanner
 from studio.dataset.images import EXTENSIONS as IMAGE_EXTENSIONS
-from studio.project import PROJECT_FILE, Project
+from studio.runs.project import PROJECT_FILE, Project
 
 
 class WorkspaceError(ValueError):

@@ -1,4 +1,4 @@
-"""Checking the protocol's dataclasses (studio/protocol.py): each field against its type hint and
+"""Checking the protocol's dataclasses (studio/protocol/__init__.py): each field against its type hint and
 its limits, on build and on parse, with errors that name the field."""
 
 from __future__ import annotations

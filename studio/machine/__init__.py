@@ -1,0 +1,1 @@
+"""What this machine can do: the PyTorch build for its GPU, GPU memory fit, free disk space."""

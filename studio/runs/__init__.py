@@ -1,0 +1,1 @@
+"""Projects and their runs: the project folder, run folders, their LoRA files, history, report cards, delivery."""
