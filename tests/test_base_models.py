@@ -24,7 +24,7 @@ from safetensors.torch import save_file  # noqa: E402
 from studio.base_model import configs  # noqa: E402
 from training import single_file  # noqa: E402
 
-from test_kohya_names import lora_wrapped  # noqa: E402
+from test_kohya_names import export_random_sdxl_lora  # noqa: E402
 from training import tiny_model  # noqa: E402
 
 CONFIGS = configs.ASSETS_CONFIGS
@@ -163,26 +163,11 @@ def test_tiny_sdxl_lora_with_text_encoders_reloads_in_diffusers(checkpoints, tmp
     """SGM UNet names + lora_te1_/lora_te2_ load in diffusers with the trained outputs."""
     from diffusers import StableDiffusionXLPipeline
 
-    from studio.config import SaveDtype, TargetPreset
-    from training.export import export_adapter
-    from training.metadata import TrainingFacts
-
     path, cfg_folder, _, _ = checkpoints["sdxl"]
     base = single_file.load(path, config_folder=cfg_folder, cache_root=tmp_path / "c")
     encoders = (base.text_encoder, base.text_encoder_2)
-    cfg = lora_wrapped(base.unet, encoders, TargetPreset.attention_ff, rank=4,
-                       materialize=False, save_dtype=SaveDtype.fp32, export_diffusers=True)
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for model in (base.unet, *encoders):
-            for pname, param in model.named_parameters():
-                if "lora_B" in pname:
-                    param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
-    facts = TrainingFacts(base_model_name="tiny", base_model_version="sdxl_base_v1-0",
-                          prediction_type="epsilon", num_images=1, steps=1, epochs=1,
-                          max_steps=1, tag_frequency={}, dataset_name="d",
-                          training_started_at=0.0, session_id=1)
-    out = export_adapter(base.unet, cfg, facts, tmp_path / "xl.safetensors", encoders)
+    out = export_random_sdxl_lora(base.unet, encoders, tmp_path / "xl.safetensors",
+                                  export_diffusers=True)
     fresh = single_file.load(path, config_folder=cfg_folder, cache_root=tmp_path / "c")
     pipe = StableDiffusionXLPipeline(
         vae=fresh.vae, text_encoder=fresh.text_encoder, text_encoder_2=fresh.text_encoder_2,

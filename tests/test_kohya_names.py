@@ -16,6 +16,30 @@ from studio.base_model.configs import ASSETS_CONFIGS as CONFIGS
 torch.set_num_threads(1)
 
 
+def export_random_sdxl_lora(unet, encoders, out, **settings):
+    """A full-attention+FF LoRA on an SDXL UNet and both text encoders with random (seed 5) up
+    weights, exported as a kohya file: a LoRA that visibly changes the model."""
+    import torch
+
+    from studio.config import SaveDtype, TargetPreset
+    from training.export import export_adapter
+    from training.metadata import TrainingFacts
+
+    cfg = lora_wrapped(unet, encoders, TargetPreset.attention_ff, rank=4, materialize=False,
+                       save_dtype=SaveDtype.fp32, **settings)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for model in (unet, *encoders):
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    facts = TrainingFacts(base_model_name="tiny", base_model_version="sdxl_base_v1-0",
+                          prediction_type="epsilon", num_images=1, steps=1, epochs=1,
+                          max_steps=1, tag_frequency={}, dataset_name="d",
+                          training_started_at=0.0, session_id=1)
+    return export_adapter(unet, cfg, facts, out, encoders)
+
+
 def lora_wrapped(unet, encoders, preset, rank, materialize=True, **settings):
     """Add kohya-target LoRAs (UNet by preset, text encoders q/k/v/out_proj/fc1/fc2); on the meta
     device, give only the LoRA weights real (uninitialised) storage so they can be exported."""

@@ -37,27 +37,12 @@ def xl_configs(tmp_path_factory):
 
 def random_lora(base_model: str, out: Path) -> Path:
     """A kohya SDXL LoRA on the UNet and both text encoders, with random (trained-like) B."""
-    from studio.config import SaveDtype, TargetPreset, TrainConfig
-    from test_kohya_names import lora_wrapped
-    from training.export import export_adapter
-    from training.metadata import TrainingFacts
+    from studio.config import TrainConfig
+    from test_kohya_names import export_random_sdxl_lora
     from training.models import load_base
 
     base = load_base(TrainConfig(base_model=base_model), Path.cwd())
-    encoders = base.text_encoders
-    cfg = lora_wrapped(base.unet, encoders, TargetPreset.attention_ff, rank=4,
-                       materialize=False, save_dtype=SaveDtype.fp32)
-    gen = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for model in (base.unet, *encoders):
-            for name, param in model.named_parameters():
-                if "lora_B" in name:
-                    param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
-    facts = TrainingFacts(base_model_name="tiny", base_model_version="sdxl_base_v1-0",
-                          prediction_type="epsilon", num_images=1, steps=1, epochs=1,
-                          max_steps=1, tag_frequency={}, dataset_name="d",
-                          training_started_at=0.0, session_id=1)
-    return export_adapter(base.unet, cfg, facts, out, encoders)[0]
+    return export_random_sdxl_lora(base.unet, base.text_encoders, out)[0]
 
 
 def outputs(unet, encoders, tokenizer):
