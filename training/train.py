@@ -163,18 +163,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     base = models.load_base(cfg, project.root, unet_dtype=weight_dtype, text_dtype=weight_dtype)
     prediction = base.prediction_type
     log.info("base model %s (%s, %s prediction)", base.name, base.version, prediction)
-    sink.emit(Status("caching", f"Preparing {len(train_items)} images"))
-    with accelerator.main_process_first():
-        try:
-            data, val = training_data.build(
-                train_items, held_out, cfg, base, project.cache, device,
-                on_progress=lambda d, t: sink.emit(Status("caching", f"Encoded {d}/{t}",
-                                                          {"done": d, "total": t})),
-                train_text=cfg.train_text_encoder)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            raise out_of_memory(cfg, "caching") from None
-    sink.emit(cache_ready(data, len(held_out)))
+    data, val = cache(accelerator, sink, cfg, base, project, train_items, held_out, device)
     scale = LatentScale.of(base.vae)
 
     # 3. The LoRA on a frozen UNet. Frozen weights in half precision on the GPU save memory; the
@@ -213,13 +202,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     plain_unet = accelerator.unwrap_model(unet)
     plain_text = tuple(accelerator.unwrap_model(te) for te in wrapped_text)
     prompts = sampling.sample_prompts(cfg, data.captions)
-    facts = TrainingFacts(
-        base_model_name=base.name, base_model_version=base.version, prediction_type=prediction,
-        num_images=sum(it.repeats for it in train_items), steps=0, epochs=0, max_steps=total,
-        tag_frequency=dataset.tag_frequency(train_items, cfg.trigger_word),
-        dataset_name=project.resolve(cfg.dataset_dir).name, training_started_at=started_at,
-        session_id=random.SystemRandom().randrange(2**31),
-        mixed_precision=accelerator.mixed_precision)
+    facts = run_facts(base, cfg, project, train_items, total, started_at,
+                      accelerator.mixed_precision)
     sink.emit(Status("training", f"Training {n_trainable:,} LoRA parameters "
                                  f"({100 * n_trainable / n_unet:.2f}% of the UNet) for {total} "
                                  f"steps", dict(trainable_params=n_trainable, unet_params=n_unet,
@@ -324,15 +308,9 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
             files, saved = save_final(sink, run, cfg, plain_unet, plain_text, facts, step,
                                       max(epoch, 1), lora_bytes), True
         if act.validate and main:  # rank 0 alone, on the bare UNet: no DDP collective
-            report = Throttle(lambda d, t: sink.emit(Status(
-                "training", f"Measuring the validation loss: image {d} of {t}",
-                {"done": d, "total": t})))
-            with eta.timed("validation"):
-                loss_val = guarded(sink, cfg, "validation", step, lambda: validation_loss(
-                    plain_unet, val, base.noise_scheduler, prediction, scale, cfg.seed + 999,
-                    device, weight_dtype, accelerator.autocast, on_progress=report))
-            if loss_val is not None:
-                sink.emit(protocol.Validation(step=step, epoch=shown_epoch, loss=loss_val))
+            validate(sink, eta, cfg, step, shown_epoch, lambda report: validation_loss(
+                plain_unet, val, base.noise_scheduler, prediction, scale, cfg.seed + 999,
+                device, weight_dtype, accelerator.autocast, on_progress=report))
         if act.save_lora and main:  # a LoRA file to compare stages (e.g. in a grid)
             path = run.loras / f"{cfg.output_name}-step{step:06d}.safetensors"
             ensure_free(run.path, lora_bytes)
@@ -344,18 +322,9 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
             last_resume_point = time.monotonic()
         if act.sample:
             if main:
-                sink.emit(Status("sampling", f"Rendering {len(prompts)} samples",
-                                 {"done": 0, "total": len(prompts) * cfg.sample_steps}))
-                report = Throttle(lambda d, t: sink.emit(Status(
-                    "sampling", f"Rendering {len(prompts)} samples: step {d} of {t}",
-                    {"done": d, "total": t})))
-                with eta.timed("sample"):
-                    paths = guarded(sink, cfg, "sample", step, lambda: sampling.render(
-                        base, plain_unet, cfg, prompts, run.samples, step, device,
-                        weight_dtype, plain_text, on_progress=report))
-                if paths is not None:
-                    sink.emit(protocol.Sample(step=step, epoch=shown_epoch, prompts=prompts,
-                                              paths=[str(p) for p in paths]))
+                render_samples(sink, eta, cfg, prompts, step, shown_epoch, lambda report: (
+                    sampling.render(base, plain_unet, cfg, prompts, run.samples, step, device,
+                                    weight_dtype, plain_text, on_progress=report)))
                 if step < total and not act.stop:  # the ETA again, with the samples' cost
                     sink.emit(Status("training", "Training"))
                     sink.progress(Progress(step=step, total=total, epoch=shown_epoch,
@@ -381,6 +350,63 @@ def save_final(sink: EventSink, run: RunDir, cfg: TrainConfig, unet, text_encode
     ensure_free(run.path, lora_bytes)
     return export_adapter(unet, cfg, facts.at(step, epoch), run.adapter(cfg.output_name),
                           text_encoders)
+
+
+def cache(accelerator: Accelerator, sink: EventSink, cfg: TrainConfig, base, project: Project,
+          train_items: list, held_out: list, device) -> tuple:
+    """Cached latents and text embeddings of the training and validation sets (the main
+    process first; the others then only read the cache)."""
+    sink.emit(Status("caching", f"Preparing {len(train_items)} images"))
+    with accelerator.main_process_first():
+        try:
+            data, val = training_data.build(
+                train_items, held_out, cfg, base, project.cache, device,
+                on_progress=lambda d, t: sink.emit(Status("caching", f"Encoded {d}/{t}",
+                                                          {"done": d, "total": t})),
+                train_text=cfg.train_text_encoder)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise out_of_memory(cfg, "caching") from None
+    sink.emit(cache_ready(data, len(held_out)))
+    return data, val
+
+
+def run_facts(base, cfg: TrainConfig, project: Project, train_items: list, total: int,
+              started_at: float, mixed_precision: str) -> TrainingFacts:
+    """What the LoRA files' metadata says about this run (training/metadata.py)."""
+    return TrainingFacts(
+        base_model_name=base.name, base_model_version=base.version,
+        prediction_type=base.prediction_type, num_images=sum(it.repeats for it in train_items),
+        steps=0, epochs=0, max_steps=total,
+        tag_frequency=dataset.tag_frequency(train_items, cfg.trigger_word),
+        dataset_name=project.resolve(cfg.dataset_dir).name, training_started_at=started_at,
+        session_id=random.SystemRandom().randrange(2**31), mixed_precision=mixed_precision)
+
+
+def validate(sink: EventSink, eta: Eta, cfg: TrainConfig, step: int, epoch: int,
+             measure) -> None:
+    """The validation loss, with its own progress and timed for the ETA; a failure is a warning."""
+    report = Throttle(lambda d, t: sink.emit(Status(
+        "training", f"Measuring the validation loss: image {d} of {t}", {"done": d, "total": t})))
+    with eta.timed("validation"):
+        loss = guarded(sink, cfg, "validation", step, lambda: measure(report))
+    if loss is not None:
+        sink.emit(protocol.Validation(step=step, epoch=epoch, loss=loss))
+
+
+def render_samples(sink: EventSink, eta: Eta, cfg: TrainConfig, prompts: list[str], step: int,
+                   epoch: int, render) -> None:
+    """Sample images, with their own progress and timed for the ETA; a failure is a warning."""
+    sink.emit(Status("sampling", f"Rendering {len(prompts)} samples",
+                     {"done": 0, "total": len(prompts) * cfg.sample_steps}))
+    report = Throttle(lambda d, t: sink.emit(Status(
+        "sampling", f"Rendering {len(prompts)} samples: step {d} of {t}",
+        {"done": d, "total": t})))
+    with eta.timed("sample"):
+        paths = guarded(sink, cfg, "sample", step, lambda: render(report))
+    if paths is not None:
+        sink.emit(protocol.Sample(step=step, epoch=epoch, prompts=prompts,
+                                  paths=[str(p) for p in paths]))
 
 
 def guarded(sink: EventSink, cfg: TrainConfig, kind: str, step: int, work):
