@@ -87,22 +87,18 @@ def test_fit_to_my_gpu_applies_the_changes_and_reverts(qtbot, ready):
     assert "Will not fit" in panel.verdict.text()  # the earlier plan, from the cache
 
 
-def test_a_fit_that_needs_a_setting_training_lacks_is_said_not_applied(qtbot, ready,
-                                                                       fake_worker):
-    if "base_quantization" in config.FIELDS:
-        pytest.skip("training can quantize the base now: the fit applies it")
+def test_a_fit_that_needs_a_quantized_base_applies_it(qtbot, ready, fake_worker):
     fake_worker.plan_weights_gib = 20  # only a quantized base fits a 16 GB card
     panel, session = ready.train_tab.settings.memory, ready.session
     choose_card(panel, 16)
     session.update(rank=12)
     predicted(qtbot, panel)
-    before = session.config
     panel.fit_button.click()
     qtbot.waitUntil(lambda: panel.planner.state == "idle", timeout=20000)
-    assert "base quantization = fp8" in panel.fit_result.text()
-    assert "nothing was changed" in panel.fit_result.text()
-    assert session.config == before and panel.revert_button.isHidden()
-    assert panel.fit_result.property("role") == "error"
+    assert "fp8" in panel.fit_result.text()
+    assert session.config.base_quantization == "fp8" and not panel.revert_button.isHidden()
+    panel.revert_button.click()
+    assert session.config.base_quantization == "none"
 
 
 def test_cached_plans_show_without_running_the_worker(qtbot, ready, fake_worker, clean_art):
