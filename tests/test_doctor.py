@@ -353,3 +353,22 @@ def test_the_demo_set_has_no_near_copies_but_a_real_copy_of_one_is_found(tmp_pat
     near = {f.path.name: f.other.name for f in scanner.scan(folder).findings
             if f.code == "near_duplicate"}
     assert near == {"style_22_copy.jpg": "style_22.png", "style_14_big.png": "style_14.png"}
+
+
+def test_messages_follow_the_settings(tmp_path):
+    """The doctor says what training will really do: a small image is upscaled only when
+    upscale_small_images is on, and a caption-less image is not said to carry a trigger word
+    that may not be set (issue 14)."""
+    from PIL import Image
+
+    from studio.dataset import summary
+
+    Image.new("RGB", (64, 64), (200, 40, 40)).save(tmp_path / "small.png")
+    kept = summary.examine(tmp_path, resolution=512, upscale=False)
+    small = next(f for f in kept.findings if f.code == "too_small")
+    assert "its own smaller size" in small.message and "upscaled" not in small.message
+    summary.update_resolution(kept, 512, upscale=True)
+    small = next(f for f in kept.findings if f.code == "too_small")
+    assert "upscaled and looks soft" in small.message
+    missing = next(f for f in kept.findings if f.code == "caption_missing")
+    assert "trigger word only" not in missing.message and "if one is set" in missing.message

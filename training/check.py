@@ -81,7 +81,8 @@ def fitting_presets(project: Project, cfg: TrainConfig, items: list, memory: int
 
 def report(project: Project, cfg: TrainConfig) -> dict:
     folder = project.resolve(cfg.dataset_dir)
-    doc = scanner.scan(folder, cfg.exclude_images, cfg.repeats, cfg.resolution)
+    doc = scanner.scan(folder, cfg.exclude_images, cfg.repeats, cfg.resolution,
+                       cfg.upscale_small_images)
     items = doc.training_items()
     train_items, held = plan.split(items, cfg)
     sizes = plan.bucket_sizes([it.size for it in train_items], cfg)

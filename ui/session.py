@@ -73,13 +73,15 @@ class ProjectSession(QObject):
             self.rescan()
         elif self.report is not None and (old.exclude_images != cfg.exclude_images
                                           or old.resolution != cfg.resolution
+                                          or old.upscale_small_images != cfg.upscale_small_images
                                           or old.repeats != cfg.repeats):
             # No re-scan: exclusions and the top folder's repeats only change what counts, and
             # the image sizes are known.
             self.report = dataclasses.replace(self.report, repeats=cfg.repeats,
                                               excluded=frozenset(cfg.exclude_images))
-            if old.resolution != cfg.resolution:
-                summary.update_resolution(self.report, cfg.resolution)
+            if (old.resolution, old.upscale_small_images) != (cfg.resolution,
+                                                              cfg.upscale_small_images):
+                summary.update_resolution(self.report, cfg.resolution, cfg.upscale_small_images)
             self.report_changed.emit(self.report)
 
     def update(self, **changes) -> None:
@@ -104,7 +106,8 @@ class ProjectSession(QObject):
         self.report_changed.emit(None)
         folder, cfg = self.dataset_dir, self.config
         run_in_background(
-            lambda: summary.examine(folder, cfg.exclude_images, cfg.resolution, cfg.repeats),
+            lambda: summary.examine(folder, cfg.exclude_images, cfg.resolution, cfg.repeats,
+                                    cfg.upscale_small_images),
             lambda report: self._on_report(generation, report),
             lambda exc: self.error.emit(f"Could not examine the dataset: {exc}",
                                         "Check that the dataset folder is readable."))

@@ -29,6 +29,9 @@ MAX_TOKENS = 75  # CLIP's 77 positions minus start/end tokens (SD1.5/SDXL text e
 _PRETOKEN = re.compile(r"'(?:s|t|re|ve|m|ll|d)|[^\W\d_]+|\d|(?:[^\s\w]|_)+")
 
 
+# What a missing or empty caption means, said the same whether or not a trigger word is set.
+NO_CAPTION = "it trains with no caption of its own (just the trigger word, if one is set)"
+
 def decode(data: bytes) -> tuple[str, str]:
     """(text, encoding): UTF-8 (a BOM is fine), UTF-16 with a BOM (Notepad's "Unicode"), else
     cp1252 (Notepad's "ANSI" on Western Windows), else latin-1, which decodes any bytes.

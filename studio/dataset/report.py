@@ -75,6 +75,7 @@ class Report:
     items: dict[Path, Item] = field(default_factory=dict)  # decoded images
     findings: list[Finding] = field(default_factory=list)
     excluded: frozenset[str] = frozenset()  # `exclude_images` names
+    upscale: bool = False  # upscale_small_images: what the too-small finding says happens
 
     def add(self, path: Path, code: str, message: str, other: Path | None = None,
             **detail) -> None:

@@ -156,8 +156,8 @@ def _caption(report: Report, image: Path, metadata: dict[str, str], blocked: set
                      if key in lower), None)
         extra = (f" ({hint} exists, but its name differs in upper/lower case)" if hint
                  else f"; add {image.with_suffix('.txt').name} to describe it")
-        report.add(image, "caption_missing", f"{image.name} has no caption file: it is trained "
-                                             f"with the trigger word only{extra}")
+        report.add(image, "caption_missing",
+                   f"{image.name} has no caption file: {captions.NO_CAPTION}{extra}")
         return None
     if where.in_metadata:
         text, name = where.text, f"{image.name}'s row in {captions.METADATA_FILE}"
@@ -179,8 +179,8 @@ def _caption(report: Report, image: Path, metadata: dict[str, str], blocked: set
     words = captions.as_trained(text)
     report.captions[image] = words
     if not words:
-        report.add(image, "caption_empty", f"{name} is empty: {image.name} is trained with the "
-                                           f"trigger word only", other=where.path)
+        report.add(image, "caption_empty", f"{name} is empty: {captions.NO_CAPTION}",
+                   other=where.path)
     elif (tokens := captions.estimate_tokens(words)) > captions.MAX_TOKENS:
         report.add(image, "caption_too_long", f"{name} is about {tokens} text-encoder tokens "
                    f"(an estimate); words after the first {captions.MAX_TOKENS} are ignored: "
@@ -202,7 +202,8 @@ def _decode(report: Report, path: Path, caption_file: Path | None, times: int,
         report.add(path, note.code, f"{path.name} {note}")
     report.sizes[path] = rgb.size
     if min(rgb.size) < report.resolution:
-        report.add(path, "too_small", too_small_message(path, rgb.size, report.resolution),
+        report.add(path, "too_small", too_small_message(path, rgb.size, report.resolution,
+                                                        report.upscale),
                    size=list(rgb.size))
     with path.open("rb") as f:
         sha = hashlib.file_digest(f, "sha256").hexdigest()
@@ -212,10 +213,14 @@ def _decode(report: Report, path: Path, caption_file: Path | None, times: int,
                               report.names[path])
 
 
-def too_small_message(path: Path, size: tuple[int, int], resolution: int) -> str:
+def too_small_message(path: Path, size: tuple[int, int], resolution: int,
+                      upscale: bool = False) -> str:
+    """What happens to a small image depends on `upscale_small_images` (studio/dataset/plan.py):
+    enlarged to its bucket (soft), or trained in a smaller bucket of its own (less detail)."""
+    happens = ("so it is upscaled and looks soft" if upscale else
+               "so it trains at its own smaller size and teaches less detail")
     return (f"{path.name} is {size[0]}x{size[1]}: its short side is under the training "
-            f"resolution {resolution}, so it is upscaled and looks soft; use a larger version or "
-            f"exclude it")
+            f"resolution {resolution}, {happens}; use a larger version or exclude it")
 
 
 def _scan_folder(report: Report, root: Path, where: Path, group: str, times: int,
@@ -289,12 +294,12 @@ def _check_duplicates(report: Report, hashes: list[tuple[Path, str, str, int, np
 
 
 def scan(folder: Path, exclude: tuple[str, ...] = (), repeats: int = 1,
-         resolution: int = 0) -> Report:
+         resolution: int = 0, upscale: bool = False) -> Report:
     """Every image in `folder` and its `N_name` subfolders, with captions, sizes and findings.
     Images named in `exclude` are listed but not opened; `resolution` > 0 adds the too-small
     check. Reads only: nothing in the folder is written, renamed or touched."""
     folder = Path(folder)
-    report = Report(folder, resolution, repeats, excluded=frozenset(exclude))
+    report = Report(folder, resolution, repeats, upscale=upscale, excluded=frozenset(exclude))
     if not folder.is_dir():
         report.add(folder, "no_images", f"the dataset folder {folder} does not exist")
         return report

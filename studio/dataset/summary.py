@@ -34,13 +34,13 @@ def list_images(folder: Path, repeats: int = 1) -> list[tuple[Path, str, int]]:
 
 
 def examine(folder: Path, exclude: tuple[str, ...] = (), resolution: int = 512,
-            repeats: int = 1) -> Report:
+            repeats: int = 1, upscale: bool = False) -> Report:
     """The worker's scan of every image (excluded ones too, so including one back needs no
     re-scan), with `exclude` applied as the worker applies it. Decodes every image: run it off
     the GUI thread."""
     from studio.dataset import scanner  # numpy, ≈0.2 s: imported on the worker thread
 
-    report = scanner.scan(Path(folder), (), repeats, resolution)
+    report = scanner.scan(Path(folder), (), repeats, resolution, upscale)
     report.excluded = frozenset(exclude)
     return report
 
@@ -53,26 +53,29 @@ def update_caption(report: Report, image: Path, text: str | None) -> None:
         f.path == image and f.code in ("caption_missing", "caption_empty", "caption_not_utf8",
                                        "caption_too_long"))]
     if text is None:
-        report.add(image, "caption_missing", f"{image.name} has no caption file: it is trained "
-                                             f"with the trigger word only")
+        report.add(image, "caption_missing",
+                   f"{image.name} has no caption file: {captions.NO_CAPTION}")
     elif not caption:
-        report.add(image, "caption_empty", f"{image.name}'s caption is empty: it is trained "
-                                           f"with the trigger word only")
+        report.add(image, "caption_empty",
+                   f"{image.name}'s caption is empty: {captions.NO_CAPTION}")
     elif (tokens := captions.estimate_tokens(caption)) > captions.MAX_TOKENS:
         report.add(image, "caption_too_long", f"{image.name}'s caption is about {tokens} "
                    f"text-encoder tokens (an estimate); words after the first "
                    f"{captions.MAX_TOKENS} are ignored", tokens=tokens)
 
 
-def update_resolution(report: Report, resolution: int) -> None:
-    """Redo the too-small check for a new training resolution (the sizes are known)."""
+def update_resolution(report: Report, resolution: int, upscale: bool | None = None) -> None:
+    """Redo the too-small check for a new training resolution or upscale setting (the sizes
+    are known)."""
     from studio.dataset.scanner import too_small_message
 
     report.resolution = resolution
+    report.upscale = report.upscale if upscale is None else upscale
     report.findings = [f for f in report.findings if f.code != "too_small"]
     for image, size in report.sizes.items():
         if min(size) < resolution:
-            report.add(image, "too_small", too_small_message(image, size, resolution),
+            report.add(image, "too_small", too_small_message(image, size, resolution,
+                                                             report.upscale),
                        size=list(size))
 
 
