@@ -36,12 +36,13 @@ resolve_model = memory_fit.model_folder  # the one rule, torch-free (the GUI ask
 
 
 def _configs(folder: Path) -> dict:
-    out = {}
-    for part in ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler"):
-        name = "scheduler_config.json" if part == "scheduler" else "config.json"
-        if (folder / part / name).is_file():
-            out[part] = json.loads((folder / part / name).read_text(encoding="utf-8"))
-    return out
+    """The component configs present in a model folder (base_model.configs reads each file)."""
+    from studio.base_model.configs import read_json
+
+    found = {part: read_json(folder / part / ("scheduler_config.json" if part == "scheduler"
+                                              else "config.json"))
+             for part in ("unet", "vae", "text_encoder", "text_encoder_2", "scheduler")}
+    return {part: config for part, config in found.items() if config}
 
 
 def _build(configs: dict, part: str, dtype: torch.dtype, device: str = "meta"):

@@ -188,6 +188,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
                                      if text_params else [])
     optimizer = build_optimizer(cfg, groups, device)
     per_epoch, total = data.steps(cfg, world)
+    total_epochs = -(-total // per_epoch)  # what the step plan's per-epoch LoRA files count
     # The schedule counts global steps and is stepped once per step. It does not go through
     # accelerator.prepare: accelerate's scheduler wrapper steps it once per process on every
     # call, so 2 processes ran a linear schedule over 8 steps down to 0 after step 3 (issue 17
@@ -294,7 +295,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
             step, total, epoch, epoch_done, stopping, cfg, minutes,
             progress_due=sink.progress_due(), save_now=control.take("save_now"),
             sample_now=control.take("sample_now"), has_validation=val is not None,
-            total_epochs=-(-total // per_epoch))
+            total_epochs=total_epochs)
         shown_epoch = step_plan.shown_epoch(epoch, epoch_done)
         # Reported before samples and validation too (they sync anyway), so the step shown and
         # its loss are this step's while they run.

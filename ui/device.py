@@ -5,8 +5,6 @@ cards the memory planner can predict for (this machine's GPU, or a size the arti
 from __future__ import annotations
 
 import functools
-import shutil
-import subprocess
 from dataclasses import dataclass
 
 GIB = 1024**3
@@ -45,22 +43,12 @@ def name() -> str:
 
 @functools.cache
 def gpus() -> tuple[Card, ...]:
-    """This machine's NVIDIA GPUs with their memory (query_gpus finds them; nvidia-smi's
-    `memory.total`, in MiB, sizes them). Empty without a driver; never raises."""
+    """This machine's NVIDIA GPUs with their memory, from the installer's one nvidia-smi query
+    (query_gpus). Empty without a driver; never raises."""
     from studio.machine.install_plan import query_gpus
 
-    found = query_gpus()
-    exe = shutil.which("nvidia-smi")
-    if not found or exe is None:
-        return ()
-    try:
-        out = subprocess.run([exe, "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    sizes = [int(line.strip()) * 2**20 for line in out.splitlines() if line.strip().isdigit()]
-    return tuple(Card(f"{gpu.name} ({size / GIB:.0f} GB)", size, True)
-                 for gpu, size in zip(found, sizes))
+    return tuple(Card(f"{gpu.name} ({gpu.memory_mib * 2**20 / GIB:.0f} GB)",
+                      gpu.memory_mib * 2**20, True) for gpu in query_gpus() if gpu.memory_mib)
 
 
 def cards() -> list[Card]:

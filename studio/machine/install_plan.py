@@ -32,6 +32,7 @@ class Gpu:
     name: str
     driver: tuple[int, ...]       # e.g. (576, 2) or (580, 65, 6)
     compute_cap: tuple[int, int]  # e.g. (8, 6) for an RTX 3090
+    memory_mib: int = 0           # memory.total (0 when nvidia-smi did not say)
 
 
 @dataclass(frozen=True)
@@ -68,15 +69,17 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def parse_nvidia_smi(csv_text: str) -> list[Gpu]:
-    """Rows of `nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv,noheader`."""
+    """Rows of `nvidia-smi --query-gpu=name,driver_version,compute_cap[,memory.total]
+    --format=csv,noheader,nounits`."""
     gpus = []
     for line in csv_text.splitlines():
         parts = [p.strip() for p in line.split(",")]
-        if len(parts) != 3:
+        if len(parts) not in (3, 4):
             continue
         cap = _version(parts[2])
+        memory = int(parts[3]) if len(parts) == 4 and parts[3].isdigit() else 0
         if len(cap) == 2 and _version(parts[1]):
-            gpus.append(Gpu(parts[0], _version(parts[1]), (cap[0], cap[1])))
+            gpus.append(Gpu(parts[0], _version(parts[1]), (cap[0], cap[1]), memory))
     return gpus
 
 
@@ -86,8 +89,8 @@ def query_gpus() -> list[Gpu]:
     if exe is None:
         return []
     try:
-        out = subprocess.run([exe, "--query-gpu=name,driver_version,compute_cap",
-                              "--format=csv,noheader"], capture_output=True, text=True,
+        out = subprocess.run([exe, "--query-gpu=name,driver_version,compute_cap,memory.total",
+                              "--format=csv,noheader,nounits"], capture_output=True, text=True,
                              timeout=20, check=False).stdout
     except (OSError, subprocess.SubprocessError):
         return []

@@ -21,11 +21,9 @@ def fresh(monkeypatch):
 
 
 def fake_smi(folder, monkeypatch):
-    """nvidia-smi answering the installer's query and the memory query, as a 12 GB RTX 3060."""
+    """nvidia-smi answering the installer's query (with memory.total), as a 12 GB RTX 3060."""
     script = folder / "nvidia-smi"
-    script.write_text("#!/bin/sh\ncase \"$1\" in\n"
-                      "  *memory.total*) echo 12288 ;;\n"
-                      "  *) echo 'NVIDIA GeForce RTX 3060, 560.35.03, 8.6' ;;\nesac\n")
+    script.write_text("#!/bin/sh\necho 'NVIDIA GeForce RTX 3060, 560.35.03, 8.6, 12288'\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
 
