@@ -192,3 +192,32 @@ def test_a_kohya_folder_with_a_notepad_caption_trains_its_planned_steps(tmp_path
     progress = run.of("progress")
     assert progress and progress[-1]["total"] == estimated == progress[-1]["step"]
     assert estimated >= sum(r for r, _ in expected.values()) // cfg.batch_size
+
+
+def orphans(report) -> dict[str, str]:
+    return {f.path.name: f.message for f in report.findings if f.code == "caption_orphan"}
+
+
+def test_a_caption_is_not_used_only_when_no_image_reads_it(tmp_path):
+    """Issue 14: the doctor called a caption "not used" while the editor showed it for its
+    image. The doctor now asks the editor's question (captions.source) for every listed image."""
+    d, outside = tmp_path / "data", tmp_path / "elsewhere"
+    captioned(d / "a.png", 0, "ink, a heron")
+    # Two names for one file: what a case-insensitive disk (Windows, macOS) shows for a.png's
+    # caption saved as a.TXT, where the lookup of a.txt opens a.TXT.
+    (d / "a.TXT").hardlink_to(d / "a.txt")
+    # An image linked out of the dataset is listed (and not used); its caption is its own.
+    (d / "b.png").symlink_to(picture(outside / "b.png", 1))
+    (d / "b.txt").write_text("reeds")
+    picture(d / "c.png", 2)
+    (d / "c.png.txt").write_text("a caption named after the whole file name")
+    captioned(d / "d.png", 3, "mist")
+    (d / "d.caption").write_text("an older caption")
+    report = summary.examine(d, (), RES)
+    for image in (d / "a.png", d / "b.png"):
+        where = dataset.captions.source(image)
+        assert where is not None and orphans(report).get(where.path.name) is None
+    assert set(orphans(report)) == {"c.png.txt", "d.caption"}
+    assert "d.txt is used instead" in orphans(report)["d.caption"]
+    assert "c.png's caption is read from c.txt; rename it" in orphans(report)["c.png.txt"]
+    assert report.captions[d / "a.png"] == "ink, a heron"

@@ -223,6 +223,16 @@ def too_small_message(path: Path, size: tuple[int, int], resolution: int,
             f"resolution {resolution}, {happens}; use a larger version or exclude it")
 
 
+def _identity(path: Path):
+    """The file a name opens (links not followed): on Windows and macOS `a.txt` opens `a.TXT`,
+    so the lookup's name and the folder listing's name are two names of one file."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return path
+    return (st.st_dev, st.st_ino) if st.st_ino else paths.collision_key(path.name)
+
+
 def _scan_folder(report: Report, root: Path, where: Path, group: str, times: int,
                  hashes: list) -> None:
     entries = _entries(where)
@@ -230,6 +240,7 @@ def _scan_folder(report: Report, root: Path, where: Path, group: str, times: int
     metadata = _metadata(report, root, where)
     present = {p.name for p in entries if p.suffix.lower() in captions.CAPTION_EXTENSIONS}
     lower = {paths.collision_key(n): n for n in present}
+    on_disk = {_identity(where / n): where / n for n in present}  # each caption's listed name
     users: dict[Path, list[Path]] = defaultdict(list)
     for path in (p for p in entries if p.suffix.lower() in LISTED_EXTENSIONS):
         if path in blocked and _special(path):
@@ -237,9 +248,15 @@ def _scan_folder(report: Report, root: Path, where: Path, group: str, times: int
         report.images.append(path)
         report.names[path] = f"{group}/{path.name}" if group else path.name
         if path in blocked:
+            # Not opened, but listed: its caption is still its own (the editor shows it), so
+            # the caption is not called unused (issue 14).
+            own = captions.source(path, metadata)
+            if own is not None and not own.in_metadata:
+                users[on_disk.get(_identity(own.path), own.path)].append(path)
             continue
         caption_file = _caption(report, path, metadata, blocked, lower)
         if caption_file is not None:
+            caption_file = on_disk.get(_identity(caption_file), caption_file)
             users[caption_file].append(path)
         if not report.is_excluded(path) and \
                 _decode(report, path, caption_file, times, hashes) == "unsupported":
@@ -252,12 +269,16 @@ def _scan_folder(report: Report, root: Path, where: Path, group: str, times: int
             report.add(extra, "caption_shared", f"{extra.name} and {imgs[0].name} both use "
                        f"{caption.name}: rename one image (and give it its own caption)",
                        other=imgs[0], caption=caption.name)
+    used = {_identity(c) for c in users}
     for name in sorted(present):
         path = where / name
-        if path in users:
+        if _identity(path) in used:
             continue
         twin = next((c for c in users if c.stem == path.stem), None)
+        image = where / path.stem  # "a.png.txt": named after the whole file name
         why = (f"{twin.name} is used instead" if twin else
+               f"{image.name}'s caption is read from {image.with_suffix('.txt').name}; rename "
+               f"it" if image in report.names else
                "no image has that name (was one renamed or removed?)")
         report.add(path, "caption_orphan", f"{name} is not used: {why}")
 

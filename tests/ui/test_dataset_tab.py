@@ -208,3 +208,28 @@ def test_ordinary_shared_first_words_are_not_trigger_words():
     assert shared_trigger(["a photo of a cat", "a photo of a dog", "a photo of a fox"]) == ""
     assert shared_trigger(["inkwash, heron", "inkwash, reeds", "boat"]) == ""
     assert shared_trigger(["my style, a", "my style, b", "my style, c"]) == ""  # not one word
+
+
+def test_the_doctor_never_calls_unused_a_caption_the_editor_shows(qtbot, window, tmp_path):
+    """Issue 14: "calls a caption 'not used' while the editor shows it for its image"."""
+    folder, outside = tmp_path / "art", tmp_path / "elsewhere"
+    folder.mkdir(), outside.mkdir()
+    for n, name in enumerate(["a", "c", "d"]):
+        Image.new("RGB", (64, 64), (n * 90, 40, 200)).save(folder / f"{name}.png")
+    (folder / "a.txt").write_text("ink, a heron")
+    (folder / "a.TXT").hardlink_to(folder / "a.txt")  # one file, two names: a Windows/macOS disk
+    Image.new("RGB", (64, 64), "teal").save(outside / "b.png")
+    (folder / "b.png").symlink_to(outside / "b.png")  # listed, not used: its caption is its own
+    (folder / "b.txt").write_text("reeds")
+    (folder / "d.txt").write_text("mist")
+    (folder / "d.caption").write_text("an older caption")
+    open_and_wait(qtbot, window, folder)
+    tab = window.dataset_tab
+    unused = [tab.summary.findings.item(i).text() for i in range(tab.summary.findings.count())
+              if "is not used" in tab.summary.findings.item(i).text()]
+    for image, text in [("a.png", "ink, a heron"), ("b.png", "reeds"), ("d.png", "mist")]:
+        tab.select_image(folder / image)
+        assert tab.captions.editor.toPlainText() == text
+        shown = captions.source(folder / image).path.name
+        assert not [u for u in unused if f" {shown} is not used" in u], unused
+    assert [u for u in unused if "d.caption is not used: d.txt is used instead" in u]
