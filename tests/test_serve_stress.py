@@ -112,3 +112,28 @@ def test_cancel_ends_a_long_large_generation(tmp_path, tiny_model):
     finally:
         worker.proc.stdin.close()
         assert worker.proc.wait(timeout=60) == 0
+
+
+def test_a_malformed_command_during_a_generation_is_answered_at_once(tmp_path, tiny_model):
+    """The refusal does not wait for the job: it comes within 2 s, and the job goes on."""
+    worker = Worker(tmp_path)
+    try:
+        worker.send({"cmd": "load", "base_model": str(tiny_model)})
+        worker.until("ready")
+        worker.send({**GENERATE, "width": 512, "height": 512, "steps": 150, "count": 3,
+                     "out_dir": str(tmp_path), "id": "long"})
+        assert worker.next(120)["event"] == "gen_progress"
+        for line, field in [(b'{"cmd": "teleport"}', "cmd"), ({**GENERATE, "width": 0}, "width")]:
+            worker.send(line)
+            event = worker.next(ANSWER_S)
+            while event["event"] == "gen_progress":
+                event = worker.next(ANSWER_S)
+            assert event["event"] == "error" and event["field"] == field, event
+        progress = worker.next(60)  # the generation is still running
+        assert progress["event"] == "gen_progress" and progress["id"] == "long"
+        worker.send({"cmd": "cancel"})
+        done = worker.until("gen_done", timeout=30)[-1]
+        assert done["id"] == "long" and done["cancelled"]
+    finally:
+        worker.proc.stdin.close()
+        assert worker.proc.wait(timeout=60) == 0

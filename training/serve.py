@@ -1,7 +1,8 @@
 """`python -m training serve`: the long-lived generation worker behind the Generate tab.
 
 Commands arrive as JSON lines on stdin and are parsed into the requests of studio/protocol/__init__.py; a
-reader thread queues them, except `cancel`, which takes effect at once (between denoising steps).
+reader thread queues them, except `cancel`, which takes effect at once (between denoising steps),
+and a malformed line, which is refused at once, even during a generation.
 stdin closing means the GUI is gone: the worker exits. A malformed or failing command gets an
 error event that names the field; the worker keeps serving.
 """
@@ -102,9 +103,9 @@ class Server:
         self.project_root = project_root
         self.generator: Generator | None = None
         self.cancel = threading.Event()
-        # Requests in arrival order; a line that failed to parse queues its ProtocolError, so
-        # its error event comes after the job before it, never in the middle of that job.
-        self.commands: queue.Queue[Request | ProtocolError] = queue.Queue()
+        # Requests in arrival order. A line that fails to parse is answered by the reader
+        # thread at once, not after the job running now (that could take minutes).
+        self.commands: queue.Queue[Request] = queue.Queue()
         self.base_loads = 0
 
     # --- stdin -----------------------------------------------------------------------------
@@ -118,11 +119,11 @@ class Server:
             try:
                 request = protocol.parse_request(line)
             except ProtocolError as exc:
-                self.commands.put(exc)
+                self.refuse(exc)
                 continue
             except Exception as exc:  # noqa: BLE001 - e.g. RecursionError: [[[[… 100 000 deep
-                self.commands.put(ProtocolError(f"not a command the worker can read "
-                                                f"({type(exc).__name__}): {line.strip()[:80]!r}"))
+                self.refuse(ProtocolError(f"not a command the worker can read "
+                                          f"({type(exc).__name__}): {line.strip()[:80]!r}"))
                 continue
             if isinstance(request, CancelRequest):
                 self.cancel.set()
@@ -141,13 +142,15 @@ class Server:
         while True:
             self.handle(self.commands.get())
 
-    def handle(self, request: Request | ProtocolError) -> None:
+    def refuse(self, problem: ProtocolError) -> None:
+        """A line that is not a valid command: its error event now, from the reader thread
+        (EventSink.emit holds a lock), while a generation goes on."""
+        log.warning("refused a command: %s", problem)
+        self.sink.emit(protocol.Error(message=str(problem), field=problem.field,
+                                      hint=BAD_COMMAND_HINT))
+
+    def handle(self, request: Request) -> None:
         """Run one request; any failure becomes an error event (the worker keeps serving)."""
-        if isinstance(request, ProtocolError):
-            log.warning("refused a command: %s", request)
-            self.sink.emit(protocol.Error(message=str(request), field=request.field,
-                                          hint=BAD_COMMAND_HINT))
-            return
         handler = {LoadRequest: self.load, GenerateRequest: self.generate,
                    GridRequest: self.grid, MergeRequest: self.merge}.get(type(request))
         try:
