@@ -276,7 +276,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         return fail(1, "Aborted without saving (Ctrl-C twice).", "Run again to start over.")
     except Exception as exc:  # noqa: BLE001 - every failure reaches the GUI as an error event
         log.error("training failed:\n%s", traceback.format_exc())
-        return fail(1, f"Training failed: {type(exc).__name__}: {exc}", hint_for(exc))
+        from studio.protocol import crash_hints  # the one advice table (window and worker)
+
+        return fail(1, f"Training failed: {type(exc).__name__}: {exc}",
+                    crash_hints.for_exception(exc))
     sink.emit(protocol.Done(path=str(result.adapter), stopped=result.stopped, step=result.step,
                             files=[str(p) for p in result.files]))
     sink.close_file()
@@ -340,16 +343,6 @@ def find_resume_point(project: Project, spec: str) -> tuple[Path, list[str]]:
     if notes:
         notes[-1] += f"; resuming from {point.name}, the newest intact one"
     return point, notes
-
-
-def hint_for(exc: BaseException) -> str:
-    text = str(exc).lower()
-    if "out of memory" in text:
-        return ("The GPU ran out of memory: lower the batch size or resolution, or turn on "
-                "gradient checkpointing.")
-    if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
-        return "The disk is full: free some space and train again."
-    return "See log.txt in the run folder for details."
 
 
 def _generation_server(project: Path):

@@ -1,5 +1,9 @@
 """What to tell the artist when the worker dies without an `error` event (krita-ai-diffusion's
-`parse_common_errors` idea): the end of its stderr and its exit code, mapped to a next step."""
+`parse_common_errors` idea): the end of its stderr and its exit code, mapped to a next step.
+
+The worker's own error events for unexpected exceptions use the same table (`for_exception`),
+so the window and the worker give one piece of advice for one failure.
+"""
 
 from __future__ import annotations
 
@@ -26,11 +30,22 @@ SIGNALS = {9: "was killed (SIGKILL): often the system ran out of memory (RAM). C
            6: "aborted inside a library."}
 
 
+def _match(text: str) -> str | None:
+    text = text.lower()
+    return next((advice for needle, advice in PATTERNS if needle in text), None)
+
+
+def for_exception(exc: BaseException) -> str:
+    """The next step for an exception the worker caught and reports in its `error` event."""
+    if isinstance(exc, OSError) and exc.errno == 28:  # ENOSPC, whatever the message's language
+        return _match("no space left on device") or ""
+    return _match(f"{type(exc).__name__}: {exc}") or "See log.txt in the run folder for details."
+
+
 def hint(stderr_tail: str, exit_code: int | None, crashed: bool) -> str:
+    if (advice := _match(stderr_tail)) is not None:
+        return advice
     text = stderr_tail.lower()
-    for needle, advice in PATTERNS:
-        if needle in text:
-            return advice
     signal = exit_code - 128 if exit_code and exit_code > 128 else \
         -exit_code if exit_code and exit_code < 0 else None
     if signal in SIGNALS:
