@@ -73,3 +73,22 @@ def test_files_with_the_old_checkpoint_keys_still_load(tmp_path):
     both = config.from_dict({"keep_checkpoints": 1, "keep_resume_points": 5})
     assert both.keep_resume_points == 5  # the current name wins
     assert "LoRA file" in config.FIELDS["save_every_n_steps"].metadata["label"]
+
+
+def test_prodigy_takes_its_customary_learning_rate_of_one_through_the_cli(tmp_path):
+    """learning_rate's range follows the optimizer, in config.validate: Prodigy's 1.0 passes the
+    CLI, AdamW's ceiling of 0.1 still holds, and Prodigy has a ceiling of its own."""
+    from conftest import make_project, run_cli
+
+    project = make_project(tmp_path / "p", tmp_path / "no-model-here", n_images=3)
+    prodigy = run_cli("train", str(project), "--set", "optimizer=prodigy",
+                      "--set", "learning_rate=1.0")
+    error = prodigy.events[-1]
+    assert error["event"] == "error" and "learning_rate" not in error["message"], error
+    assert error["field"] == "base_model"  # past the settings: it stops at the missing model
+    for optimizer, rate, limit in [("adamw", "1.0", "at most 0.1"),
+                                   ("prodigy", "50", "at most 10 with the prodigy optimizer")]:
+        run = run_cli("train", str(project), "--set", f"optimizer={optimizer}",
+                      "--set", f"learning_rate={rate}")
+        assert run.returncode == 2 and limit in run.events[-1]["message"], run.events
+    assert not (project / "runs").exists()

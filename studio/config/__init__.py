@@ -161,7 +161,8 @@ class TrainConfig:
     learning_rate: float = option(
         1e-4, "Learning rate",
         "Step size of the optimizer. 1e-4 is a safe start for style LoRAs; lower it if samples "
-        "burn or the loss jumps.", "Training", minimum=1e-7, maximum=1e-1, log_scale=True)
+        "burn or the loss jumps. With Prodigy it is a multiplier: 1.0 (range 0.001 to 10).",
+        "Training", minimum=1e-7, maximum=1e-1, log_scale=True)
     lr_scheduler: LrSchedule = option(
         LrSchedule.constant, "LR schedule",
         "How the learning rate changes over the run (after the warmup steps).", "Training",
@@ -402,18 +403,34 @@ def parse_overrides(pairs: list[str], base: TrainConfig) -> TrainConfig:
     return from_dict(data, base, "--set")
 
 
+# Ranges that depend on another setting. Prodigy's learning rate multiplies the step size it
+# estimates itself, so its customary value is 1.0 (Mishchenko & Defazio 2023, "Prodigy"; the
+# prodigyopt README: "we recommend using lr=1."), far above AdamW's 0.1 ceiling.
+RANGE_RULES = {("learning_rate", Optimizer.prodigy): (1e-3, 10.0)}
+
+
+def value_range(name: str, cfg: TrainConfig) -> tuple[float | None, float | None]:
+    """(minimum, maximum) of a setting under this config: the one range form, CLI and TOML use."""
+    meta = FIELDS[name].metadata
+    rule = RANGE_RULES.get((name, getattr(cfg, "optimizer", None)))
+    return rule or (meta["minimum"], meta["maximum"])
+
+
 def validate(cfg: TrainConfig) -> list[Problem]:
     """Every problem with a config (ranges from the field metadata plus cross-field rules)."""
     problems = []
-    for name, f in FIELDS.items():
-        value, meta = getattr(cfg, name), f.metadata
+    for name in FIELDS:
+        value = getattr(cfg, name)
+        low, high = value_range(name, cfg)
         if isinstance(value, float) and not math.isfinite(value):  # NaN passes every < and >
             problems.append(Problem(name, f"must be a finite number, not {value}"))
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            if meta["minimum"] is not None and value < meta["minimum"]:
-                problems.append(Problem(name, f"must be at least {meta['minimum']:g}, not {value:g}"))
-            if meta["maximum"] is not None and value > meta["maximum"]:
-                problems.append(Problem(name, f"must be at most {meta['maximum']:g}, not {value:g}"))
+            under = f" with the {cfg.optimizer.value} optimizer" if (
+                name, cfg.optimizer) in RANGE_RULES else ""
+            if low is not None and value < low:
+                problems.append(Problem(name, f"must be at least {low:g}{under}, not {value:g}"))
+            if high is not None and value > high:
+                problems.append(Problem(name, f"must be at most {high:g}{under}, not {value:g}"))
     if cfg.resolution % 8:
         problems.append(Problem("resolution", f"must be a multiple of 8 (the VAE halves the size "
                                               f"three times), not {cfg.resolution}"))
