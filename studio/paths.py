@@ -77,3 +77,73 @@ def is_inside(path: Path, root: Path) -> bool:
     except (OSError, RuntimeError):  # symlink loops
         return False
 
+
+
+# --- path length: Windows' MAX_PATH ----------------------------------------------------------------
+# Win32 refuses paths of 260 UTF-16 units or more (MAX_PATH counts the final NUL) unless both the
+# LongPathsEnabled registry value is 1 and the program is long-path aware, which python.exe is
+# since 3.6 (docs.python.org/3/using/windows.html "Removing the MAX_PATH Limitation").
+WINDOWS_MAX_PATH = 259
+PATH_LIMIT_ENV = "LORA_STUDIO_MAX_PATH"  # a lower limit to honour (a network share; the tests)
+# The longest paths a run writes below runs/, longest first: a step LoRA file while
+# studio/atomic.py writes it (mkstemp's 8 random characters, 7-digit steps), and a resume point's
+# optimizer state inside its temporary folder (training/resume.py). The run id is the start time,
+# with "-99" when several runs start in one second (studio/runs/project.py).
+RUN_ID = "20260101-000000-99"
+LONGEST_IN_RUN = ("loras/.{name}-step0000000.safetensors.abcdefgh.tmp",
+                  "resume/.step-0000000.tmp/optimizer.safetensors")
+
+
+def windows_long_paths() -> bool:
+    """Whether Windows lets long-path-aware programs use paths past MAX_PATH (a registry value)."""
+    try:
+        import winreg
+
+        with winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE,
+                            r"SYSTEM\CurrentControlSet\Control\FileSystem") as key:
+            return winreg.QueryValueEx(key, "LongPathsEnabled")[0] == 1
+    except (ImportError, OSError):
+        return False
+
+
+def path_limit(platform: str | None = None, long_paths: bool | None = None) -> int | None:
+    """The most characters a path may have here; None where the system sets no practical limit."""
+    import sys
+
+    if (env := os.environ.get(PATH_LIMIT_ENV, "").strip()).isdigit():
+        return int(env)
+    if (platform or sys.platform) != "win32":
+        return None
+    return None if (windows_long_paths() if long_paths is None else long_paths) \
+        else WINDOWS_MAX_PATH
+
+
+def path_length(path: str) -> int:
+    return len(path.encode("utf-16-le")) // 2  # Windows counts UTF-16 units
+
+
+def longest_run_path(runs: Path, output_name: str, sep: str = os.sep) -> str:
+    """The longest path a run of `output_name` in the folder `runs` will write."""
+    candidates = [sep.join([str(runs).rstrip("\\/"), RUN_ID,
+                            *tail.format(name=output_name).split("/")])
+                  for tail in LONGEST_IN_RUN]
+    return max(candidates, key=path_length)
+
+
+def check_run_paths(runs: Path, output_name: str, limit: int | None = None,
+                    sep: str = os.sep) -> None:
+    """Refuse up front (UserError) a run whose files would pass the path limit: on Windows
+    without long paths, a deep project fails at its first LoRA file or resume point instead."""
+    from studio.errors import UserError
+
+    limit = path_limit() if limit is None else limit
+    if not limit:
+        return
+    longest = longest_run_path(runs, output_name, sep)
+    if (extra := path_length(longest) - limit) > 0:
+        raise UserError(
+            f"The run's files would have paths of {path_length(longest)} characters, more than "
+            f"the {limit} this system allows; the longest is {longest}",
+            f"Move the project to a shorter folder (e.g. C:\\LoRA\\), or shorten Output name by "
+            f"{extra} characters or more; or turn on Windows' long paths (LongPathsEnabled).",
+            "output_name")

@@ -205,6 +205,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if problems := config.validate(cfg):
         err = ConfigError(problems)
         return fail(2, str(err), "Fix the settings named above.", problems[0].field)
+    from studio import paths as path_rules
+    from studio.errors import UserError
+
+    try:  # Windows' MAX_PATH: refused now, not at the first LoRA file or resume point
+        path_rules.check_run_paths(project.runs.resolve(), cfg.output_name)
+    except UserError as exc:
+        return fail(2, str(exc), exc.hint, exc.field)
     try:
         items = dataset.load(project.resolve(cfg.dataset_dir), cfg.exclude_images, cfg.repeats)
     except dataset.DatasetError as exc:
