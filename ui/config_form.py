@@ -36,6 +36,10 @@ def describe(name: str) -> str:
         extra = "Choices: " + ", ".join(m.value for m in kind)
     elif meta["minimum"] is not None:
         extra = f"Range: {meta['minimum']:g} to {meta['maximum']:g}"
+        # Ranges that depend on another setting come from the one table validate() uses.
+        for (field, choice), (lo, hi) in config.RANGE_RULES.items():
+            if field == name:
+                extra += f" ({choice.value}: {lo:g} to {hi:g})"
     default = getattr(TrainConfig(), name)
     default = default.value if isinstance(default, enum.Enum) else \
         ", ".join(default) if isinstance(default, tuple) else default

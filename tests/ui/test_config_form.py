@@ -28,6 +28,8 @@ def test_every_setting_has_an_editor_with_its_help_and_range(qtbot, window):
             assert f"Range: {f.metadata['minimum']:g} to {f.metadata['maximum']:g}" in tip, name
         if issubclass(config.field_type(name), enum.Enum):
             assert "Choices:" in tip, name
+    # A range that follows another setting is in the tooltip too (config.RANGE_RULES).
+    assert "(prodigy: 0.001 to 10)" in settings.editor("learning_rate").editor.toolTip()
     assert set(settings.advanced.editors) == set(ADVANCED)
     assert all(FIELDS[n].metadata["advanced"] or n in ADVANCED for n in settings.advanced.editors)
 
