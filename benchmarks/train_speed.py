@@ -181,17 +181,19 @@ def run_case(c: dict) -> dict:
 
 
 def cli_case(steps: int, threads: int, model: Path | None = None, res: int = 64,
-             batch: int = 1, targets: str = "attention", images: int = 8) -> dict:
+             batch: int = 1, targets: str = "attention", images: int = 8,
+             image_size: int | None = None) -> dict:
     """The real `python -m training train` on a project of drawn images; seconds from spawning
     the process to each event's arrival on stdout (Python's start-up and every import included).
-    `model`: a base model folder (default: a fresh tiny model)."""
+    `model`: a base model folder (default: a fresh tiny model); `image_size`: the drawn images'
+    size (default `res`), e.g. 1024 for photos as an artist's dataset holds them."""
     from studio import config
     from studio.runs.project import Project
     from training import tiny_model
     from training.demo import draw_shapes
     tmp = scratch("bench-cli-")
     model, root = model or tiny_model.build(tmp / "model"), tmp / "project"
-    draw_shapes(root / "dataset", images, seed=1, size=res)
+    draw_shapes(root / "dataset", images, seed=1, size=image_size or res)
     Project(root).save_config(config.from_dict(dict(
         base_model=str(model), resolution=res, rank=4, alpha=4.0, max_steps=steps,
         batch_size=batch, target_preset=targets, enable_buckets=False, mixed_precision="no",
