@@ -197,7 +197,7 @@ def cli_case(steps: int, threads: int, model: Path | None = None, res: int = 64,
     Project(root).save_config(config.from_dict(dict(
         base_model=str(model), resolution=res, rank=4, alpha=4.0, max_steps=steps,
         batch_size=batch, target_preset=targets, enable_buckets=False, mixed_precision="no",
-        output_name="bench", sample_every_n_epochs=0, validation_images=0,
+        output_name="bench", sample_every_n_epochs=0, validation_images=0, save_every_n_epochs=0,
         resume_point_every_minutes=0, cpu_threads=threads)))
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
