@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from conftest import make_project
+from test_multi_gpu import run_worker
 from training import watchdog
 from training.watchdog import MemoryReading, StepWatchdog
 
@@ -75,3 +77,20 @@ def test_reading_uses_the_cuda_driver_not_proc(monkeypatch):
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU case")
 def test_reading_without_a_gpu_is_none():
     assert watchdog.cuda_memory() is None
+
+
+@pytest.mark.slow
+def test_the_worker_reports_a_spill_with_its_own_settings_lever(tmp_path, tiny_model):
+    """Through the real worker (tests/fault_worker.py): steps turn slow after 30 while the
+    (faked) GPU memory is full; the warning event names this run's setting to change
+    (train.memory_lever: gradient checkpointing first) and training still finishes."""
+    project = make_project(tmp_path / "p", tiny_model, max_steps=50, sample_every_n_epochs=0,
+                           save_every_n_epochs=0)
+    run = run_worker("train", str(project), faults={"spill": dict(
+        after=30, seconds=0.4, free=GB // 8, total=8 * GB, reserved=int(7.5 * GB))})
+    assert run.returncode == 0, run.stderr[-3000:]
+    warnings = [w for w in run.of("warning") if "slowed down" in w["message"]]
+    assert len(warnings) == 1  # said once, not every step
+    assert "spilling" in warnings[0]["message"] and "7.9 GB of 8.0 GB" in warnings[0]["message"]
+    assert warnings[0]["hint"].startswith("Turn on gradient checkpointing.")
+    assert run.of("done")[0]["step"] == 50
