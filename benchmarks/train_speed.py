@@ -283,7 +283,8 @@ def summary(rows: list[dict]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     for flag, default, what in (("--model", "tiny", "tiny, mid, sd15, sdxl"),
-                                ("--res", "64", "pixels"), ("--batch", "1", "images per step"),
+                                ("--res", None, "pixels (default 64; 128 for --matrix)"),
+                                ("--batch", "1", "images per step"),
                                 ("--precision", "auto", "auto (bf16 on CUDA, else fp32), fp32, "
                                                         "bf16, fp16")):
         p.add_argument(flag, default=default, help=f"comma list: {what}")
@@ -308,10 +309,11 @@ def main() -> int:
         return 0
     if a.matrix:
         print(json.dumps({"machine": machine()}), flush=True)
-        rows = matrix(a.threads, 128 if a.res == "64" else int(a.res), a.matrix_scale)
+        rows = matrix(a.threads, int(a.res or 128), a.matrix_scale)
         print(table(rows, MATRIX_COLS), flush=True)
         print(f"load average after: {loadavg()}", flush=True)
         return 0
+    a.res = a.res or "64"
     if a.quick:
         a.suite, a.cli, a.cli_steps = "quick", True, 6
     keys = ("model", "res", "batch", "rank", "precision", "cache", "steps", "warmup")
