@@ -37,8 +37,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--images", type=int, default=8, help="drawn images in the dataset")
+    p.add_argument("--image-size", type=int, default=64, help="their size in pixels (the run "
+                                                              "trains at 64 px)")
     a = p.parse_args()
-    rows = [cli_case(a.steps, 1) for _ in range(a.runs)]
+    rows = [cli_case(a.steps, 1, images=a.images, image_size=a.image_size) for _ in range(a.runs)]
     med = {k: round(statistics.median(r[k] for r in rows if r[k] is not None), 2)
            for k in MARKS if any(r[k] is not None for r in rows)}
     # Phases: imports (process start to the run folder), model loading, caching, first step.
@@ -46,7 +49,7 @@ def main() -> int:
                   model_s=round(med["caching_s"] - med["loading_model_s"], 2),
                   caching_s=round(med["training_s"] - med["caching_s"], 2),
                   to_first_step_s=med["first_progress_s"])
-    print(json.dumps(dict(runs=a.runs, median=med, phases=phases,
+    print(json.dumps(dict(runs=a.runs, images=a.images, image_size=a.image_size, median=med, phases=phases,
                           imports=[(n, round(s, 2)) for n, s in import_times(8)])))
     return 0
 

@@ -180,18 +180,24 @@ def run_case(c: dict) -> dict:
                 loss=round(float(getattr(step, "loss", float("nan"))), 4), loadavg=loadavg())
 
 
-def cli_case(steps: int, threads: int) -> dict:
-    """The real `python -m training train` on a tiny project; times from event arrival."""
+def cli_case(steps: int, threads: int, model: Path | None = None, res: int = 64,
+             batch: int = 1, targets: str = "attention", images: int = 8,
+             image_size: int | None = None) -> dict:
+    """The real `python -m training train` on a project of drawn images; seconds from spawning
+    the process to each event's arrival on stdout (Python's start-up and every import included).
+    `model`: a base model folder (default: a fresh tiny model); `image_size`: the drawn images'
+    size (default `res`), e.g. 1024 for photos as an artist's dataset holds them."""
     from studio import config
     from studio.runs.project import Project
     from training import tiny_model
     from training.demo import draw_shapes
     tmp = scratch("bench-cli-")
-    model, root = tiny_model.build(tmp / "model"), tmp / "project"
-    draw_shapes(root / "dataset", 8, seed=1)
+    model, root = model or tiny_model.build(tmp / "model"), tmp / "project"
+    draw_shapes(root / "dataset", images, seed=1, size=image_size or res)
     Project(root).save_config(config.from_dict(dict(
-        base_model=str(model), resolution=64, rank=4, alpha=4.0, max_steps=steps, batch_size=1,
-        output_name="bench", sample_every_n_epochs=0, validation_images=0,
+        base_model=str(model), resolution=res, rank=4, alpha=4.0, max_steps=steps,
+        batch_size=batch, target_preset=targets, enable_buckets=False, mixed_precision="no",
+        output_name="bench", sample_every_n_epochs=0, validation_images=0, save_every_n_epochs=0,
         resume_point_every_minutes=0, cpu_threads=threads)))
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(threads))
     t0 = time.perf_counter()
@@ -213,10 +219,56 @@ def cli_case(steps: int, threads: int) -> dict:
                  loading_model_s=last.get("status:loading_model"),
                  caching_s=seen.get("status:caching"), training_s=seen.get("status:training"),
                  first_progress_s=a if progress else None, done_s=seen.get("done"))
-    return dict(case="cli", steps=steps, returncode=rc,
+    # steps/s between the first progress event (step 1 done) and the last (every step done):
+    # the loop as the artist runs it, without start-up, the first step and the final save.
+    rate = (s1 - s0) / (b - a) if b > a else None
+    return dict(case="cli", steps=steps, returncode=rc, batch=batch, targets=targets, res=res,
                 **{k: None if v is None else round(v, 2) for k, v in marks.items()},
-                steps_s=round((s1 - s0) / (b - a), 2) if b > a else None,
+                steps_s=None if rate is None else round(rate, 2),
+                images_s=None if rate is None else round(rate * batch, 2),
                 peak_rss_mb=round(peak[0] / 2**20), loadavg=loadavg())
+
+
+def build_mid(folder: Path) -> Path:
+    """The "mid" model (SD1.5's layout at 1/4 width, random weights) as a diffusers folder, so
+    the real CLI loads it like any base model."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from training import tiny_model
+    torch.manual_seed(0)
+    tiny_model.write_tokenizer(folder / "tokenizer")
+    CLIPTokenizer.from_pretrained(folder / "tokenizer")  # fails here, not in the worker
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    return tiny_model._save(folder, "StableDiffusionPipeline", dict(
+        unet=UNet2DConditionModel.from_config(config_of("mid", "unet")[0]),
+        vae=AutoencoderKL.from_config(config_of("mid", "vae")[0]),
+        text_encoder=CLIPTextModel(CLIPTextConfig(**config_of("mid", "text_encoder")[0])),
+        scheduler=scheduler))
+
+
+MATRIX_STEPS = {"tiny": 120, "mid": 24}  # about 10 s of training per case on a quiet 2-core CPU
+MATRIX_COLS = ("model", "targets", "batch", "steps_s", "images_s", "first_progress_s",
+               "peak_rss_mb", "steps", "loadavg")
+
+
+def matrix(threads: int, res: int, scale: float) -> list[dict]:
+    """Issue 15's comparison: tiny and mid x attention/attention_ff x batch 1/4 (fp32, 128 px,
+    rank 4), each one fresh `python -m training train` process."""
+    from training import tiny_model
+    tmp = scratch("bench-models-")
+    models = {"tiny": tiny_model.build(tmp / "tiny"), "mid": build_mid(tmp / "mid")}
+    rows = []
+    for name, folder in models.items():
+        for targets in ("attention", "attention_ff"):
+            for batch in (1, 4):
+                steps = max(4, round(MATRIX_STEPS[name] * scale / batch ** 0.5))
+                row = dict(model=name, **cli_case(steps, threads, folder, res, batch, targets))
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
 
 
 def summary(rows: list[dict]) -> str:
@@ -231,7 +283,8 @@ def summary(rows: list[dict]) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     for flag, default, what in (("--model", "tiny", "tiny, mid, sd15, sdxl"),
-                                ("--res", "64", "pixels"), ("--batch", "1", "images per step"),
+                                ("--res", None, "pixels (default 64; 128 for --matrix)"),
+                                ("--batch", "1", "images per step"),
                                 ("--precision", "auto", "auto (bf16 on CUDA, else fp32), fp32, "
                                                         "bf16, fp16")):
         p.add_argument(flag, default=default, help=f"comma list: {what}")
@@ -244,12 +297,23 @@ def main() -> int:
     p.add_argument("--cli", action="store_true", help="also time `python -m training train`")
     p.add_argument("--cli-steps", type=int, default=30)
     p.add_argument("--quick", action="store_true", help="smoke run: --suite quick --cli, 6 steps")
+    p.add_argument("--matrix", action="store_true",
+                   help="issue 15's table: tiny/mid x attention/attention_ff x batch 1/4 at "
+                        "--res (default 128), each through `python -m training train`")
+    p.add_argument("--matrix-scale", type=float, default=1.0, help="x the matrix's step counts")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case in this process
     a = p.parse_args()
     if a.case:
         print(json.dumps(run_case(json.loads(a.case))), flush=True)
         return 0
+    if a.matrix:
+        print(json.dumps({"machine": machine()}), flush=True)
+        rows = matrix(a.threads, int(a.res or 128), a.matrix_scale)
+        print(table(rows, MATRIX_COLS), flush=True)
+        print(f"load average after: {loadavg()}", flush=True)
+        return 0
+    a.res = a.res or "64"
     if a.quick:
         a.suite, a.cli, a.cli_steps = "quick", True, 6
     keys = ("model", "res", "batch", "rank", "precision", "cache", "steps", "warmup")

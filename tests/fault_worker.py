@@ -8,6 +8,9 @@ under `torchrun`; the faults come from the LORA_STUDIO_FAULTS environment variab
 - fail: "sample" | "validation": that raises RuntimeError
 - oom: "caching" | "text" | "sample" | "validation": that raises torch.cuda.OutOfMemoryError
 - gpu: a GPU name nvidia-smi reports (while torch sees no CUDA)
+- spill: {"after": K, "seconds": S, "free": F, "total": T, "reserved": R}: steps after the K-th
+  micro-batch take S seconds longer, the step watchdog runs on the CPU too, and the GPU memory it
+  reads is F free of T bytes, R reserved (the memory full, as when a card spills)
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from training import __main__ as worker, cache, loss, sampling, train  # noqa: E402
+from training import __main__ as worker, cache, loss, sampling, train, watchdog  # noqa: E402
 
 FAULTS = json.loads(os.environ.get("LORA_STUDIO_FAULTS", "{}"))
 RANK = int(os.environ.get("RANK", "0"))
@@ -62,9 +66,15 @@ def install() -> None:
             latents = latents * float("nan") if torch.is_tensor(latents) else \
                 loss.Posterior(latents.mean * float("nan"), latents.std)
             batch = (latents, text, added)
+        if (spill := FAULTS.get("spill")) and CALLS[0] > spill["after"]:
+            time.sleep(spill["seconds"])
         return train_step(accelerator, unet, batch, scheduler, prediction, scale, gen, *rest)
 
     train.build_optimizer, train.train_step = recording_optimizer, faulty_step
+    if spill := FAULTS.get("spill"):
+        reading = watchdog.MemoryReading(spill["reserved"], spill["free"], spill["total"])
+        train.cuda_memory = lambda device=None: reading
+        train.StepWatchdog = lambda enabled, **kw: watchdog.StepWatchdog(True, **kw)
     places = {"caching": (cache, "latents"), "text": (cache, "encode_text"),
               "sample": (sampling, "render"), "validation": (train, "validation_loss")}
     for key, error in (("fail", RuntimeError), ("oom", torch.cuda.OutOfMemoryError)):

@@ -32,7 +32,7 @@ from training.progress import Eta, Throttle
 from training.resume import (Position, ResumePoint, dataset_manifest, restore, rng_position,
                              save_point)
 from training.validation import validation_loss
-from training.watchdog import StepWatchdog
+from training.watchdog import StepWatchdog, cuda_memory
 
 log = logging.getLogger("training")
 MAX_BAD_STEPS = 5  # non-finite losses in a row before the run is given up
@@ -228,7 +228,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     # 6. The loop: a step accumulates micro-batches, is skipped if its loss is not finite,
     #    updates the LoRA, then does what the step plan says. The final LoRA is saved before
     #    the last step's validation and samples, which may fail without costing it.
-    watchdog = StepWatchdog(enabled=device.type == "cuda")
+    watchdog = StepWatchdog(enabled=device.type == "cuda", lever=memory_lever(cfg)[0],
+                            memory=lambda: cuda_memory(device))
     unet.train()
     loss_sum, loss_n, bad_steps, files, saved, shown_loss = 0.0, 0, 0, [], False, 0.0
     last_resume_point = time.monotonic()
