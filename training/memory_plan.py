@@ -458,42 +458,11 @@ def project_settings(project, cfg: TrainConfig, items: list | None = None) -> Me
     return memory_fit.project_settings(cfg, project.root, items, precision)
 
 
-def runnable_quantizations() -> tuple[str, ...]:
-    """The base quantizations "Fit to my GPU" may offer: those training/quantize.py can run on
-    the device this machine trains on (NF4 needs CUDA and bitsandbytes, fp8 an Ada GPU, int8
-    torchao), so a fit never picks a setting the run then refuses."""
-    from training import quantize
+def report(*args, **kwargs) -> dict:
+    """The plan and fit for a project (training/memory_cli.py)."""
+    from training.memory_cli import report as run
 
-    if torch.cuda.is_available():
-        device = torch.device("cuda")
-    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        device = torch.device("mps")
-    else:
-        device = torch.device("cpu")
-    return quantize.runnable(device)
-
-
-def report(project, cfg: TrainConfig, gpu_bytes: int | None, with_fit: bool = True) -> dict:
-    """The plan for a project and, with `gpu_bytes`, whether it fits that card and (unless
-    `with_fit` is False) the fastest settings that fit it (`python -m training plan-memory`;
-    the Train tab shows the same)."""
-    from studio.machine.memory_fit import CONFIG_NAMES, fit, fits, needed_bytes
-
-    s = project_settings(project, cfg)
-    plan = predict(s, project.cache)
-    out = {"plan": plan.to_json(), "gpu_bytes": gpu_bytes, "fits": None, "fit": None}
-    if gpu_bytes:
-        out["fits"] = fits(plan, gpu_bytes)
-    if gpu_bytes and with_fit:
-        offered = runnable_quantizations()
-        found = fit(s, gpu_bytes, lambda c: predict(c, project.cache), offered)
-        out["fit"] = {"ok": found.ok, "changes": found.changes, "tried": found.tried,
-                      "quantizations": list(offered),
-                      "set": [f"{CONFIG_NAMES[k]}={str(v).lower()}" for k, v in
-                              found.changes.items()],
-                      "plan": found.plan.to_json() if found.plan else None,
-                      "needed_bytes": needed_bytes(found.plan) if found.plan else 0}
-    return out
+    return run(*args, **kwargs)
 
 
 def cli(*args, **kwargs) -> int:
