@@ -20,22 +20,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from studio import atomic, config  # noqa: E402
-from studio.machine.memory_fit import (CONFIG_NAMES, GIB, QUANTIZATIONS, MemorySettings, fit,  # noqa: E402
-                               needed_bytes)
+from studio.machine.memory_fit import (CONFIG_NAMES, GIB, MemorySettings, encode_batch,  # noqa: E402
+                                      fit, needed_bytes)
 from training.memory_plan import predict, resolve_model  # noqa: E402
 
 TIERS = {6: 8, 8: 16, 12: 16, 16: 32, 24: 32}  # card GB -> rank (alpha = rank / 2)
 WISH_BATCH = 4  # the effective batch every tier keeps (gradient accumulation makes it up)
 MODELS = {"SDXL": ("sdxl", 1024), "SD1.5": ("sd15", 512)}
+# The base quantizations a preset may use: those that train on any NVIDIA card (int8 with
+# torchao, NF4 with bitsandbytes); fp8 needs an RTX 40 or newer (training/quantize.py), which a
+# tier preset cannot assume.
+PRESET_QUANTIZATIONS = ("none", "int8", "nf4")
 
 
 def wish(model: str, rank: int) -> MemorySettings:
     name, px = MODELS[model]
-    # Caching encodes one image at a time above 768 px (issue 17 item 3): four SDXL images at
-    # 1024 px need 10.4 GiB in the VAE alone, more than training with checkpointing.
+    # Caching encodes one image at a time above 768² px, as the trainer does (issue 17 item 3).
     return MemorySettings(model=str(resolve_model(name)), width=px, height=px,
                           batch_size=WISH_BATCH, rank=rank, precision="bf16", live_text=True,
-                          sample_size=px, encode_batch=1 if px > 768 else 4)
+                          sample_size=px, encode_batch=encode_batch(px, px))
 
 
 def gib(n: int) -> str:
@@ -45,7 +48,7 @@ def gib(n: int) -> str:
 def preset(gb: int, cache: Path | None) -> str:
     rank = TIERS[gb]
     # Only quantizations the trainer knows (a base_quantization setting) can be written.
-    quants = QUANTIZATIONS if "base_quantization" in config.FIELDS else ("none",)
+    quants = PRESET_QUANTIZATIONS if "base_quantization" in config.FIELDS else ("none",)
     run = lambda s: predict(s, cache)  # noqa: E731
     found = {m: fit(wish(m, rank), gb * GIB, run, quants) for m in MODELS}
     target = "SDXL" if found["SDXL"].ok else "SD1.5"
@@ -99,7 +102,7 @@ def table(cache: Path | None) -> str:
             s = MemorySettings(model=str(resolve_model(name)), width=px, height=px,
                                batch_size=batch, rank=16, precision="bf16",
                                gradient_checkpointing=ckpt, optimizer=opt, quantization=quant,
-                               live_text=live, sample_size=px)
+                               live_text=live, sample_size=px, encode_batch=encode_batch(px, px))
             p = predict(s, cache)
             rows.append(f"| {m} | {px} | {batch} | {'on' if ckpt else 'off'} | {opt} | {quant} | "
                         f"{'yes' if live else 'no'} | {gib(p.training_bytes)} | "

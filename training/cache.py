@@ -22,17 +22,16 @@ from studio import atomic
 from studio.dataset.images import open_rgb
 from studio.dataset.report import Item
 from studio.errors import UserError
-
-ENCODE_BATCH = 4
-# Above this many pixels an image is encoded alone: the fp32 SDXL VAE encode peaks at 2.5 GiB for
-# one 1024² image and 5.0 GiB for two (measured on the CPU, issue 17 item 3), so four at a time
-# (~10 GiB) ran 8–10 GB cards out of memory before the first step.
-ONE_AT_A_TIME_PIXELS = 768 * 768
+from studio.machine import memory_fit
 
 
 def encode_batch(size: tuple[int, int]) -> int:
-    """How many images of `size` (width, height) one VAE encode call takes."""
-    return 1 if size[0] * size[1] > ONE_AT_A_TIME_PIXELS else ENCODE_BATCH
+    """How many images of `size` (width, height) one VAE encode call takes: the rule the memory
+    planner counts with (studio.machine.memory_fit.encode_batch, one image at a time above
+    768² px)."""
+    return memory_fit.encode_batch(*size)
+
+
 # Part of the latent cache keys: bump it whenever load_fitted changes.
 PREPROCESS_VERSION = "open_rgb-fit-lanczos-v2"
 

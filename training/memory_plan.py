@@ -153,9 +153,11 @@ def _optimizer(s, cfg, params, groups, keep):
     return update
 
 
-def _step(s, unet, base, scheduler, meter, update, context, sdxl, fp32_ops, autocast):
+def _step(s, unet, base, scheduler, meter, update, context, sdxl, fp32_ops, autocast,
+          at_update: dict):
     """One optimizer step of train.py's loop; returns (forward/backward peak, its parts,
-    activations at the end of forward, peak during the update)."""
+    activations at the end of forward, peak during the update); `at_update` gets the live
+    total and parts as the update starts."""
     from training import cache
     from training.loss import diffusion_loss
 
@@ -184,8 +186,140 @@ def _step(s, unet, base, scheduler, meter, update, context, sdxl, fp32_ops, auto
     forward_peak, forward_parts = meter.peak, dict(meter.at_peak)
     meter.phase = "optimizer"
     meter.reset_peak()
+    at_update.update(total=meter.total, parts=dict(meter.now))
     update()
     return forward_peak, forward_parts, saved, meter.peak
+
+
+class _Model:
+    """One base model built for counting, with its LoRA: made once and reused by every plan
+    whose settings differ only in what a step does (batch, checkpointing, optimizer,
+    quantization, size), which is what the fit search and the preset tables vary. Building and
+    materialising SDXL costs seconds; so does each phase, so phases that do not depend on a
+    setting are counted once per model and remembered (`memo`)."""
+
+    def __init__(self, s: MemorySettings, configs: dict, real: bool):
+        from contextlib import nullcontext
+
+        from diffusers import DDPMScheduler
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        from training import models
+
+        self.configs, self.real, self.memo = configs, real, {}
+        self.dtype = DTYPES[s.precision]
+        self.cfg = _train_config(s)
+        self.sdxl = "text_encoder_2" in configs
+        self.scheduler = DDPMScheduler.from_config(configs["scheduler"])
+        # Modules are built and given their LoRA on the meta device: module.to() cannot swap
+        # fake parameters (FakeTensorMode holds weak references to them), so nothing moves once
+        # fake. The text encoders in the compute precision and the VAE in fp32, as train.py
+        # loads them (models.load_base(text_dtype=weight_dtype); the VAE overflows in fp16).
+        where = "cpu" if real else "meta"
+        self.vae = _build(configs, "vae", torch.float32, where)
+        self.encoders = [_build(configs, p, self.dtype, where)
+                         for p in ("text_encoder", "text_encoder_2") if p in configs]
+        self.base = SimpleNamespace(
+            text_encoder=self.encoders[0], tokenizer=_Tokens(), tokenizer_2=_Tokens(),
+            text_encoder_2=self.encoders[1] if self.sdxl else None,
+            text_encoders=tuple(self.encoders), is_sdxl=self.sdxl)
+        self.unet = _build(configs, "unet", self.dtype, where)
+        models.add_lora(self.unet, self.cfg)  # the trainer's own LoRA setup (fp32 LoRA weights)
+        if s.train_text_encoder:
+            models.add_text_lora(self.base, self.cfg)
+        self.mode = nullcontext() if real else FakeTensorMode(allow_non_fake_inputs=True)
+        with self.mode:
+            self.params, _, *te_params = _materialise(self.unet, self.vae, *self.encoders)
+        self.text_params = [p for ps in te_params for p in ps]
+        self.meter = LiveBytes()
+        for p in self.params + self.text_params:  # gradients count as such once made
+            p.register_post_accumulate_grad_hook(
+                lambda p: self.meter.move(p.grad, "gradients"))
+        self.context = sum(te.config.hidden_size for te in self.encoders)
+
+    def new_meter(self, s: MemorySettings) -> LiveBytes:
+        self.meter = LiveBytes(ROUNDING[s.device])
+        return self.meter
+
+    def caching(self, s: MemorySettings) -> int:
+        """Caching latents (fp32 VAE, `encode_batch` images a call, training/cache.py) and then
+        text embeddings (the text encoders alone): the larger peak. Nothing else is on the card
+        (train.py moves the UNet there after caching)."""
+        key = ("caching", s.width, s.height, s.encode_batch, s.device)
+        if key not in self.memo:
+            from training import cache
+
+            meter = self.new_meter(s)
+            meter.add_module(self.vae, "weights")
+            with meter, torch.no_grad():
+                dist = self.vae.encode(torch.zeros(s.encode_batch, 3, s.height, s.width)
+                                       ).latent_dist
+                _ = dist.mean.float(), dist.std.float()
+                del dist, _
+            peak = meter.peak
+            meter = self.new_meter(s)
+            for te in self.encoders:
+                meter.add_module(te, "text_encoders")
+            with meter, torch.no_grad():
+                cache.encode_text(self.base, ["caption"], torch.device("cpu"))
+            self.memo[key] = max(peak, meter.peak)
+        return self.memo[key]
+
+    def sampling(self, s: MemorySettings, meter: LiveBytes, fp32_ops, autocast) -> int:
+        """What a sample mid-run (training/sampling.py) adds to what training keeps on the card:
+        the fp32 VAE and the text encoders join the trained UNet; the UNet denoises a batch of
+        2 (prompt and negative prompt), then the VAE decodes one latent in fp32, in tiles when
+        large (sampling.vae_tiles). The same for every batch, checkpointing and optimizer."""
+        key = ("sampling", s.sample_size, s.live_text, s.device)
+        if key not in self.memo:
+            from training import cache
+            from training.sampling import vae_tiles
+
+            sh = s.sample_size // 8
+            self.unet.eval()
+            before = meter.total
+            meter.add_module(self.vae, "weights")
+            for te in self.encoders:
+                meter.add_module(te, "text_encoders")
+            meter.reset_peak()
+            with meter, torch.no_grad():
+                text, pooled = cache.encode_text(self.base, ["a", "b"], torch.device("cpu"))
+                added = {"text_embeds": pooled, "time_ids": torch.randn(2, 6)} \
+                    if self.sdxl else None
+                with fp32_ops, torch.autocast(**autocast):
+                    self.unet(torch.randn(2, 4, sh, sh).to(self.dtype), torch.tensor([500, 500]),
+                              text.to(self.dtype), added_cond_kwargs=added)
+                del text, pooled, added
+                with vae_tiles(self.vae, s.sample_size, s.sample_size):
+                    self.vae.decode(torch.randn(1, 4, sh, sh))
+            self.memo[key] = meter.peak - before
+        return self.memo[key]
+
+    def quantization_delta(self, s: MemorySettings) -> int:
+        """Bytes a quantized base saves (negative) on the frozen UNet weights."""
+        key = ("quantized", s.quantization)
+        if key not in self.memo:
+            scale = quantized_bytes(s, self.unet)
+            self.memo[key] = sum(
+                int(scale(n, t, t.numel() * t.element_size())) - t.numel() * t.element_size()
+                for n, t in self.unet.named_parameters())
+        return self.memo[key]
+
+
+_MODELS: dict = {}  # model key -> _Model, the last few built in this process
+
+
+def _model(s: MemorySettings, real: bool = False) -> _Model:
+    configs = _configs(resolve_model(s.model))
+    if real:  # tests comparing with the CPU allocator: fresh real tensors every time
+        return _Model(s, configs, real=True)
+    key = json.dumps([configs, s.precision, s.rank, list(s.targets), s.train_text_encoder],
+                     sort_keys=True)
+    if key not in _MODELS:
+        while len(_MODELS) >= 2:
+            _MODELS.pop(next(iter(_MODELS)))
+        _MODELS[key] = _Model(s, configs, real=False)
+    return _MODELS[key]
 
 
 def _predict(s: MemorySettings, real: bool = False, measure=None) -> Plan:
@@ -194,82 +328,59 @@ def _predict(s: MemorySettings, real: bool = False, measure=None) -> Plan:
     tests compare the count with what the CPU allocator really did."""
     from contextlib import nullcontext
 
-    from diffusers import DDPMScheduler
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from training import cache, models
-
-    folder = resolve_model(s.model)
-    configs = _configs(folder)
+    m = _model(s, real)
     dtype = DTYPES[s.precision]
-    cfg = _train_config(s)
     h, w = s.height // 8, s.width // 8
-    sdxl = "text_encoder_2" in configs
     autocast = dict(device_type="cpu", dtype=dtype, enabled=dtype != torch.float32)
     fp32_ops = CudaAutocast() if s.device == "cuda" else nullcontext()
-    meter = LiveBytes(ROUNDING[s.device])
     keep: list = []  # what stays allocated after the step (optimizer state)
-    scheduler = DDPMScheduler.from_config(configs["scheduler"])
-    # Modules are built and given their LoRA on the meta device: module.to() cannot swap fake
-    # parameters (FakeTensorMode holds weak references to them), so nothing moves once fake.
-    where = "cpu" if real else "meta"
-    vae = _build(configs, "vae", torch.float32, where)
-    encoders = [_build(configs, p, torch.float32, where) for p in ("text_encoder",
-                                                                    "text_encoder_2")
-                if p in configs]
-    base = SimpleNamespace(text_encoder=encoders[0], tokenizer=_Tokens(),
-                           text_encoder_2=encoders[1] if sdxl else None, tokenizer_2=_Tokens(),
-                           text_encoders=tuple(encoders), is_sdxl=sdxl)
-    unet = _build(configs, "unet", dtype, where)
-    models.add_lora(unet, cfg)  # the trainer's own LoRA setup: targets, fp32 LoRA weights
-    if s.train_text_encoder:
-        models.add_text_lora(base, cfg)
+    unet = m.unet
     if s.gradient_checkpointing:
         unet.enable_gradient_checkpointing(_checkpoint if s.device == "cuda" else None)
-    with nullcontext() if real else FakeTensorMode(allow_non_fake_inputs=True):
-        params, _, *te_params = _materialise(unet, vae, *encoders)
-        text_params = [p for ps in te_params for p in ps]
-        # 1. Caching: the VAE (fp32, training/cache.py) encodes `encode_batch` images at a time.
-        meter.add_module(vae, "weights")
-        with meter, torch.no_grad():
-            dist = vae.encode(torch.zeros(s.encode_batch, 3, s.height, s.width)).latent_dist
-            _ = dist.mean.float(), dist.std.float()
-            del dist, _
-        caching = meter.peak
-        meter = LiveBytes(ROUNDING[s.device])
-        for te in encoders:
-            meter.add_module(te, "text_encoders")
-        with meter, torch.no_grad():
-            cache.encode_text(base, ["caption"], torch.device("cpu"))
-        caching = max(caching, meter.peak)
-        meter = LiveBytes(ROUNDING[s.device])  # training starts with an empty card
+    elif unet.is_gradient_checkpointing:
+        unet.disable_gradient_checkpointing()
+    with m.mode:
+        # 1. Caching: the VAE, then the text encoders, each alone on the card.
+        caching = m.caching(s)
 
         # 2. The training step. Frozen UNet in the compute precision, LoRA weights in fp32.
+        meter = m.new_meter(s)  # training starts with an empty card
         unet.train()
-        for te in encoders if s.train_text_encoder else ():
+        for te in m.encoders if s.train_text_encoder else ():
             te.train()
-        for p in params + text_params:
+        params = m.params + m.text_params
+        for p in params:
             meter.add(p, "lora")
         meter.add_module(unet, "weights", quantized_bytes(s, unet))
         if s.live_text:
-            for te in encoders:
+            for te in m.encoders:
                 meter.add_module(te, "text_encoders")
-        for p in params + text_params:
-            p.register_post_accumulate_grad_hook(lambda p: meter.move(p.grad, "gradients"))
-        context = sum(te.config.hidden_size for te in encoders)
-        per_image = 2 * 4 * 4 * h * w + (0 if s.live_text else 4 * TOKENS * context)
+        per_image = 2 * 4 * 4 * h * w + (0 if s.live_text else 4 * TOKENS * m.context)
         keep.append(torch.empty(s.images * per_image, dtype=torch.uint8))  # the cached dataset
         meter.add(keep[-1], "data")
-        groups = [{"params": params}] + ([{"params": text_params, "lr": 5e-5}]
-                                         if text_params else [])
-        update = _optimizer(s, cfg, params + text_params, groups, keep)
+        groups = [{"params": m.params}] + ([{"params": m.text_params, "lr": 5e-5}]
+                                           if m.text_params else [])
+        # The update's own peak (moments, clipping temporaries) and its state depend only on
+        # the LoRA and the optimizer: counted on the first plan, then remembered.
+        known = None if real else m.memo.get(("optimizer", s.optimizer, s.device))
+        update = (lambda: [setattr(p, "grad", None) for p in params]) if known else \
+            _optimizer(s, _train_config(s), params, groups, keep)
         with meter, measure or nullcontext():
             # Real runs (tests) take two steps, the second with the optimizer state in place;
             # counting takes one and adds the state to its forward/backward peak.
             for _ in range(2 if real else 1):
+                at_update = {}
                 forward_peak, forward_parts, saved, step_peak = _step(
-                    s, unet, base, scheduler, meter, update, context, sdxl, fp32_ops, autocast)
-        state = meter.now["optimizer"]
+                    s, unet, m.base, m.scheduler, meter, update, m.context, m.sdxl, fp32_ops,
+                    autocast, at_update)
+        if known:
+            state, over = known
+            step_peak = at_update["total"] + state + over
+        else:
+            state = meter.now["optimizer"]
+            over = step_peak - at_update["total"] - state
+            if not real:
+                m.memo[("optimizer", s.optimizer, s.device)] = (state, over)
         grads = meter.now["lora"] if s.gradient_accumulation > 1 else 0  # fp32, as the LoRA
         # From step 2 on the optimizer state is there during forward and backward; with
         # accumulation the gradients of earlier micro-batches are too.
@@ -277,41 +388,26 @@ def _predict(s: MemorySettings, real: bool = False, measure=None) -> Plan:
         forward_parts.update(optimizer=forward_parts["optimizer"] + extra - grads,
                              gradients=max(forward_parts["gradients"], grads))
         training = max(forward_peak + extra, step_peak)
+        if forward_peak + extra >= step_peak:
+            parts = forward_parts
+        else:
+            parts = dict(at_update["parts"])
+            parts["optimizer"] = parts.get("optimizer", 0) + state + over
 
-        # 3. A sample mid-run (training/sampling.py): VAE and text encoders join the trained
-        #    UNet and optimizer state; the UNet denoises a batch of 2 (prompt and negative
-        #    prompt), then the VAE decodes one latent in fp32.
-        sampling = 0
-        if s.sample_size:
-            sh = s.sample_size // 8
-            unet.eval()
-            meter.add_module(vae, "weights")
-            for te in encoders:
-                meter.add_module(te, "text_encoders")
-            meter.reset_peak()
-            with meter, torch.no_grad():
-                text, pooled = cache.encode_text(base, ["a", "b"], torch.device("cpu"))
-                added = {"text_embeds": pooled, "time_ids": torch.randn(2, 6)} if sdxl else None
-                with fp32_ops, torch.autocast(**autocast):
-                    unet(torch.randn(2, 4, sh, sh).to(dtype), torch.tensor([500, 500]),
-                         text.to(dtype), added_cond_kwargs=added)
-                vae.decode(torch.randn(1, 4, sh, sh))
-            sampling = meter.peak
-    parts = {k: int(v) for k, v in forward_parts.items()} if forward_peak + extra >= step_peak \
-        else {k: int(v) for k, v in meter.at_peak.items()}
-    return Plan(int(training), int(caching), int(sampling), parts, s, int(saved))
+        # 3. A sample mid-run, on top of what training keeps (weights, LoRA, data, state).
+        resident = meter.total + (state if known else 0)
+        sampling = resident + m.sampling(s, meter, fp32_ops, autocast) if s.sample_size else 0
+    return Plan(int(training), int(caching), int(sampling), {k: int(v) for k, v in parts.items()},
+                s, int(saved))
 
 
 def _quantized(plan: Plan, s: MemorySettings) -> Plan:
     """A quantized base changes only how many bytes the frozen UNet weights take (activations
     are computed in the compute precision either way), so it is the unquantized plan with the
-    weights recounted on the meta-device UNet: no second step to count."""
+    weights recounted: no second step to count."""
     import dataclasses
 
-    unet = _build(_configs(resolve_model(s.model)), "unet", DTYPES[s.precision])
-    scale = quantized_bytes(s, unet)
-    delta = sum(int(scale(n, t, t.numel() * t.element_size())) - t.numel() * t.element_size()
-                for n, t in unet.named_parameters())
+    delta = _model(s).quantization_delta(s)
     parts = dict(plan.parts, weights=plan.parts["weights"] + delta)
     return dataclasses.replace(plan, training_bytes=plan.training_bytes + delta,
                                sampling_bytes=plan.sampling_bytes + delta if
@@ -362,84 +458,15 @@ def project_settings(project, cfg: TrainConfig, items: list | None = None) -> Me
     return memory_fit.project_settings(cfg, project.root, items, precision)
 
 
-def report(project, cfg: TrainConfig, gpu_bytes: int | None, with_fit: bool = True) -> dict:
-    """The plan for a project and, with `gpu_bytes`, whether it fits that card and (unless
-    `with_fit` is False) the fastest settings that fit it (`python -m training plan-memory`;
-    the Train tab shows the same)."""
-    from studio.machine.memory_fit import CONFIG_NAMES, fit, fits, needed_bytes
+def report(*args, **kwargs) -> dict:
+    """The plan and fit for a project (training/memory_cli.py)."""
+    from training.memory_cli import report as run
 
-    s = project_settings(project, cfg)
-    plan = predict(s, project.cache)
-    out = {"plan": plan.to_json(), "gpu_bytes": gpu_bytes, "fits": None, "fit": None}
-    if gpu_bytes:
-        out["fits"] = fits(plan, gpu_bytes)
-    if gpu_bytes and with_fit:
-        found = fit(s, gpu_bytes, lambda c: predict(c, project.cache))
-        out["fit"] = {"ok": found.ok, "changes": found.changes, "tried": found.tried,
-                      "set": [f"{CONFIG_NAMES[k]}={str(v).lower()}" for k, v in
-                              found.changes.items()],
-                      "plan": found.plan.to_json() if found.plan else None,
-                      "needed_bytes": needed_bytes(found.plan) if found.plan else 0}
-    return out
+    return run(*args, **kwargs)
 
 
-def to_text(r: dict) -> str:
-    def gib(n: int) -> str:
-        return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+def cli(*args, **kwargs) -> int:
+    """`python -m training plan-memory` (training/memory_cli.py)."""
+    from training.memory_cli import cli as run
 
-    p, s = r["plan"], r["plan"]["settings"]
-    parts = ", ".join(f"{k.replace('_', ' ')} {gib(v)}" for k, v in p["parts"].items() if v)
-    lines = [f"Predicted peak GPU memory: {gib(p['peak_bytes'])} ({p['limit']})",
-             f"  model {s['model']}",
-             f"  {s['width']}x{s['height']} px, batch {s['batch_size']}, rank {s['rank']}, "
-             f"{s['precision']}, checkpointing {'on' if s['gradient_checkpointing'] else 'off'}, "
-             f"{s['optimizer']}, base {s['quantization']}",
-             f"  training  {gib(p['training_bytes'])}  ({parts})",
-             f"  caching   {gib(p['caching_bytes'])}  (VAE encoding {s['encode_batch']} images "
-             f"at a time)",
-             f"  sampling  {gib(p['sampling_bytes'])}" if s["sample_size"] else "  sampling  off",
-             f"  the card needs {gib(p['needed_bytes'])} (peak + allocator slack + CUDA context)"]
-    if r["gpu_bytes"] and r["fit"] is None:
-        lines.append(f"On a {gib(r['gpu_bytes'])} card: " + ("fits." if r["fits"] else
-                                                              "does not fit."))
-    elif r["gpu_bytes"]:
-        card = gib(r["gpu_bytes"])
-        f = r["fit"]
-        lines.append(f"Fit to my GPU ({card}): " + (
-            "fits as set." if r["fits"] else
-            "fits with " + ", ".join(f.get("set", [])) if f["ok"] else
-            f"nothing fits; the smallest setup tried needs {gib(f['needed_bytes'])}. "
-            f"Lower the resolution or the rank."))
-        if f["ok"] and not r["fits"]:
-            lines.append("  (python -m training train PROJECT " +
-                         " ".join(f"--set {x}" for x in f["set"]) + ")")
-    return "\n".join(lines)
-
-
-def cli(project_dir: Path, config_file: Path | None, overrides: list[str],
-        gpu_gb: float | None, as_json: bool, with_fit: bool = True) -> int:
-    """`python -m training plan-memory PROJECT [--gpu-gb N] [--no-fit] [--json]`; exit 2 on
-    bad input."""
-    import sys
-
-    from studio import config, dataset
-    from studio.config import ConfigError
-    from studio.runs.project import Project
-    from training.check import device_info
-
-    project = Project(project_dir.resolve())
-    if not project.root.is_dir():
-        print(f"Project folder not found: {project.root}", file=sys.stderr)
-        return 2
-    try:
-        cfg = project.load_config()
-        if config_file is not None:
-            cfg = config.load(config_file, cfg)
-        cfg = config.parse_overrides(overrides, cfg)
-        gpu = int(gpu_gb * 2**30) if gpu_gb else device_info()["memory_bytes"] or None
-        r = report(project, cfg, gpu, with_fit)
-    except (ConfigError, dataset.DatasetError, FileNotFoundError) as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    print(json.dumps(r) if as_json else to_text(r))  # JSON on one line, like the events
-    return 0
+    return run(*args, **kwargs)

@@ -15,6 +15,7 @@ import torch
 
 from studio.dataset.augment import full_caption
 from studio.config import TrainConfig
+from studio.machine.memory_fit import sample_vae_tile
 from studio.protocol import GenerateRequest
 from training.generate import Generator, pipeline_from_base, save_png
 
@@ -54,6 +55,26 @@ def autocast_only(device_type: str, dtype: torch.dtype):
                 return forward(*args, **kwargs)
         return autocast_forward
     return wrap
+
+
+@contextmanager
+def vae_tiles(vae, width: int, height: int):
+    """Inside the block the VAE decodes a large sample in tiles (studio.machine.memory_fit
+    .sample_vae_tile: the rule the memory planner counts the sampling peak with), so decoding
+    an SDXL 1024 px sample needs a quarter of the memory; restored after."""
+    tile = sample_vae_tile(width, height)
+    if not tile:
+        yield
+        return
+    names = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size")
+    old = {n: getattr(vae, n, None) for n in names}
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    vae.use_tiling, vae.tile_sample_min_size, vae.tile_latent_min_size = True, tile, tile // scale
+    try:
+        yield
+    finally:
+        for n, v in old.items():
+            setattr(vae, n, v)
 
 
 def in_vae_dtype(vae):
@@ -98,6 +119,7 @@ def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step
             if dtype != torch.float32:
                 stack.enter_context(patched(unet, "forward", autocast_only(device.type, dtype)))
             stack.enter_context(patched(base.vae, "decode", in_vae_dtype(base.vae)))
+            stack.enter_context(vae_tiles(base.vae, cfg.resolution, cfg.resolution))
             for k, prompt in enumerate(prompts):
                 req = GenerateRequest(prompt=prompt, seed=cfg.seed, steps=cfg.sample_steps,
                                       cfg_scale=cfg.sample_cfg_scale, width=cfg.resolution,

@@ -61,7 +61,8 @@ class MemoryPanel(QWidget):
         self.fit_button.setToolTip("Find the fastest settings that fit the chosen card with a "
                                    "safety margin: gradient checkpointing only when needed, "
                                    "then a smaller batch (accumulating to the same effective "
-                                   "batch), then a leaner optimizer.")
+                                   "batch), then a leaner optimizer, then a quantized base "
+                                   "(only one the trainer can run on this machine).")
         self.fit_button.clicked.connect(self.fit)
         self.revert_button = QPushButton("Revert")
         self.revert_button.setToolTip("Put back the settings Fit to my GPU changed.")

@@ -17,9 +17,9 @@ from studio.machine.memory_fit import MemorySettings, Plan
 from ui.worker import WorkerProcess
 
 DEBOUNCE_MS = 800  # a rank slider drag or typing a number settles before a plan starts
-# Seconds a plan takes on a 2-core machine (docs/benchmarks.md, planner section: 5-15 s for
-# SD1.5, 1-1.5 min for SDXL) plus ~4 s to import torch; replaced by what this session saw.
-TYPICAL_SECONDS = {"sdxl": 80.0}
+# Seconds a first plan takes on a busy 2-core machine (docs/benchmarks.md, planner section:
+# ~12 s for SD1.5, ~40 s for SDXL) plus ~4 s to import torch; replaced by what this session saw.
+TYPICAL_SECONDS = {"sdxl": 45.0}
 DEFAULT_SECONDS = 15.0
 REQUEST_FILE = "planner-request.toml"  # the form's settings, not yet saved to project.toml
 

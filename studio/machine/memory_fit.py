@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 GIB = 1024**3
-PLANNER_VERSION = 1  # bump when predictions change, so cached plans are recomputed
+PLANNER_VERSION = 2  # bump when predictions change, so cached plans are recomputed
 
 # What a card holds besides torch's allocations (max_memory_allocated): the CUDA context and
 # cuBLAS/cuDNN workspaces (≈ 0.3-0.6 GiB on torch 2.x with lazy module loading), plus the
@@ -32,6 +32,28 @@ QUANTIZATIONS = ("none", "fp8", "int8", "nf4")
 PRECISIONS = ("fp32", "fp16", "bf16")
 OPTIMIZERS = ("adamw", "adamw8bit", "prodigy", "adafactor")
 ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
+
+# Above this many pixels the trainer's VAE works on one image at a time (caching) and decodes a
+# sample in tiles: the fp32 SDXL VAE encode peaks at 2.5 GiB for one 1024² image and 5.0 GiB for
+# two (measured on the CPU, issue 17 item 3), so four at a time (~10 GiB) ran 8-10 GB cards out
+# of memory before the first step; its 1024² decode is as large. training/cache.py,
+# training/sampling.py and the planner all ask these two functions.
+ONE_AT_A_TIME_PIXELS = 768 * 768
+ENCODE_BATCH = 4
+# The tile a large sample is decoded in (diffusers AutoencoderKL.enable_tiling, whose default
+# tile is the VAE's own sample_size, 1024 px for SDXL: no tiling at 1024 px). 512 px tiles with
+# diffusers' 25 % overlap, as the "tiled VAE" low-memory options of A1111/ComfyUI do.
+VAE_TILE_PX = 512
+
+
+def encode_batch(width: int, height: int) -> int:
+    """How many images of this size one VAE encode call takes while caching latents."""
+    return 1 if width * height > ONE_AT_A_TIME_PIXELS else ENCODE_BATCH
+
+
+def sample_vae_tile(width: int, height: int) -> int:
+    """The tile size (px) a sample of this size is decoded in; 0: decoded whole."""
+    return VAE_TILE_PX if width * height > ONE_AT_A_TIME_PIXELS else 0
 
 
 @dataclass(frozen=True)
@@ -198,7 +220,8 @@ def settings_for(cfg, model: str, buckets: list[tuple[int, int]], images: int = 
                             cfg.train_text_encoder),
         optimizer=cfg.optimizer.value, quantization=str(cfg.base_quantization.value),
         gradient_accumulation=cfg.gradient_accumulation_steps,
-        sample_size=cfg.resolution if samples else 0, images=images)
+        sample_size=cfg.resolution if samples else 0, images=images,
+        encode_batch=encode_batch(width, height))
 
 
 @dataclass(frozen=True)
@@ -251,14 +274,24 @@ def _changes(old: MemorySettings, new: MemorySettings) -> dict:
 def fit(s: MemorySettings, gpu_bytes: int, predict: Callable[[MemorySettings], Plan],
         quantizations: tuple[str, ...] = QUANTIZATIONS) -> Fit:
     """The fastest candidate (see `candidates`) whose plan fits `gpu_bytes` with the margin;
-    `quantizations` limits the base quantizations offered (those the trainer can run)."""
-    plan = None
-    tries = candidates(s, quantizations)
-    for n, cand in enumerate(tries, 1):
-        plan = predict(cand)
+    `quantizations` limits the base quantizations offered (those the trainer can run here).
+    Candidates that cannot fit are not predicted: caching depends on no lever, so when it
+    alone is too big nothing fits; sampling depends only on the base's quantization and the
+    optimizer (what stays on the card), so a sample too big for one (quantization, optimizer)
+    rules out every batch and checkpointing with them."""
+    plan, tried, blocked = None, 0, set()
+    for cand in candidates(s, quantizations):
+        group = (cand.quantization, cand.optimizer)
+        if group in blocked:
+            continue
+        plan, tried = predict(cand), tried + 1
         if fits(plan, gpu_bytes):
-            return Fit(cand, plan, _changes(s, cand), n)
-    return Fit(None, plan, {}, len(tries))
+            return Fit(cand, plan, _changes(s, cand), tried)
+        if not fits(Plan(0, plan.caching_bytes, 0), gpu_bytes):
+            break
+        if not fits(Plan(0, 0, plan.sampling_bytes), gpu_bytes):
+            blocked.add(group)
+    return Fit(None, plan, {}, tried)
 
 
 # Settings names as TrainConfig spells them (for `--set`, presets and the GUI's fix buttons).
