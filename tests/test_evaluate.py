@@ -66,6 +66,33 @@ def test_zero_shot_picks_the_prompt_with_the_lowest_error(values, winner):
     assert steps.tolist() == [125, 375, 625, 875]
 
 
+def test_minimal_pairs_ask_one_attribute_at_a_time():
+    """The classifier's candidates swap one word for one the captions use in its place, so a
+    LoRA that repaints the subject's colour loses exactly the colour comparisons."""
+    from training import zero_shot
+
+    captions = ["a red circle on a white background", "a blue circle on a white background",
+                "a red square on a white background", "a red circle on a blue background",
+                "two red circles"]
+    subs = zero_shot.substitutes(captions)
+    assert subs["red"] == {"blue", "white"} and subs["circle"] == {"square"}
+    assert "two" not in subs and "a" not in subs  # no minimal pair: no alternative
+    q = zero_shot.question(captions[0], subs)
+    assert q.prompts[0] == captions[0] and len(q.prompts) == 1 + 2 + 1 + 2
+    assert sorted(q.prompts[i] for i in q.slots[2]) == ["a red square on a white background"]
+    assert q.chance == pytest.approx((1 / 3 + 1 / 2 + 1 / 3) / 3)
+    assert zero_shot.variants(q, 2) == ["a blue circle on a white background",
+                                        "a red square on a white background"]
+    # Scored per (slot, noise level): the caption wins the shape at both levels, the colours at
+    # one of two; a caption without minimal pairs is asked against the fallback captions.
+    errs = torch.ones(len(q.prompts), 2)
+    errs[0] = torch.tensor([0.5, 0.5])
+    errs[1, 0] = errs[4, 1] = 0.1
+    assert zero_shot.score(q, errs) == pytest.approx((0.5 + 1 + 0.5) / 3)
+    lone = zero_shot.question("two red circles", {}, ["x", "y"])
+    assert lone.prompts == ["two red circles", "x", "y"] and lone.chance == pytest.approx(1 / 3)
+
+
 # --- Style distance -----------------------------------------------------------------------
 
 
@@ -179,6 +206,9 @@ def test_evaluate_writes_a_deterministic_report_card(trained_run):
     card_file = trained_run / rc.REPORT_FILE
     data = json.loads(card_file.read_text())  # valid JSON (no NaN: written with allow_nan=False)
     card = rc.ReportCard.from_dict(data)
+    prompts = card.settings["prompts"]
+    # The 2 held-out captions first, then up to 2 minimal pairs of each as prompts of their own.
+    assert 2 <= len(prompts) <= 6 and len(card.settings["questions"]) == len(prompts)
     assert [r.label for r in card.rows][0] == "base" and len(card.rows) == 4
     assert sorted(r.epoch for r in card.rows[1:]) == [1, 2, 3]
     assert card.base.style == 1.0 and card.base.val_loss is None
@@ -186,18 +216,18 @@ def test_evaluate_writes_a_deterministic_report_card(trained_run):
         assert all(math.isfinite(v) for v in (row.style, row.fidelity, row.copy_ssim,
                                               row.copy_latent, *row.style_parts.values()))
         assert 0.0 <= row.fidelity <= 1.0
-        assert len(row.images) == 2 * 2  # 2 held-out captions x 2 seeds
+        assert len(row.images) == len(prompts)  # one seed per prompt
         assert all((trained_run / p).is_file() for p in row.images)
     assert all(r.val_loss is not None and math.isfinite(r.val_loss) for r in card.rows[1:])
     assert card.recommendation.reason
     assert card.recommendation == rc.recommend(card.rows)  # the shared rule, nothing else
     assert data["metadata"] == card.metadata
-    assert card.settings["held_out"] and len(card.settings["candidates"]) >= 2
+    assert card.settings["held_out"] and all(len(q) >= 2 for q in card.settings["questions"])
     # The GUI sees the cost up front, then progress to 100 %, then done with the card's path.
     status = [e for e in first.of("status") if e["phase"] == "evaluating"]
-    assert status[0]["details"]["images"] == 16
+    assert status[0]["details"]["images"] == 4 * len(prompts)
     progress = first.of("progress")
-    assert progress[-1]["step"] == progress[-1]["total"] == 32
+    assert progress[-1]["step"] == progress[-1]["total"] == 2 * 4 * len(prompts)
     assert first.of("done")[0]["path"] == str(card_file)
 
     second = evaluate(trained_run)
