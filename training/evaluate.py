@@ -50,6 +50,7 @@ class EvaluationError(UserError):
 class Options:
     seeds: int = 1  # images per prompt
     variants: int = 2  # extra fidelity prompts per held-out caption (minimal pairs of it)
+    copy_prompts: int = 2  # training captions rendered too: where copies show (see _questions)
     steps: int | None = None  # sampling steps (None: the run's sample_steps)
     cfg_scale: float | None = None  # (None: the run's sample_cfg_scale)
     sampler: str = "Euler"
@@ -115,7 +116,8 @@ class Evaluation:
     def _questions(self, items) -> None:
         """The prompts to render and, for each, the classifier's question (training.zero_shot):
         the held-out captions first (their images are also the style sample), then `variants`
-        minimal pairs of each, rendered as prompts of their own."""
+        minimal pairs of each, rendered as prompts of their own, then `copy_prompts` training
+        captions."""
         trigger = self.cfg.trigger_word
         # The classifier reads captions without the trigger word (the base model does not know
         # it) and without tags every caption shares (a trigger written into the caption files,
@@ -132,6 +134,13 @@ class Evaluation:
         for q in list(asked):
             asked += [zero_shot.question(v, subs, others)
                       for v in zero_shot.variants(q, self.opts.variants)]
+        # A model replicates its training images when prompted with their captions (Somepalli
+        # et al. 2023, "Understanding and Mitigating Copying in Diffusion Models"): a few
+        # training captions, spread over the set, so the copy check sees where copies show.
+        fresh = [c for c in others if c not in {q.prompts[0] for q in asked}]
+        step = max(1, len(fresh) // max(1, self.opts.copy_prompts))
+        asked += [zero_shot.question(c, subs, others)
+                  for c in fresh[::step][:self.opts.copy_prompts]]
         self.questions = asked
         self.style_prompts = len(truths)  # the first prompts: the held-out captions
         self.prompts = [full_caption(", ".join([*shared, q.prompts[0]]), trigger) for q in asked]
@@ -325,11 +334,12 @@ def cli(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         handlers=[logging.StreamHandler(sys.stderr)], force=True)
     control = Control(stdin_control=args.control_stdin)
-    given = dict(seeds=args.seeds, variants=args.variants, steps=args.steps,
+    given = dict(seeds=args.seeds, variants=args.variants, copy_prompts=args.copy_prompts,
+                 steps=args.steps,
                  cfg_scale=args.cfg, timesteps=args.timesteps, margin=args.margin, device=args.device)
     opts = Options(**{k: v for k, v in given.items() if v is not None})
     opts.seeds, opts.timesteps = max(1, opts.seeds), max(1, opts.timesteps)
-    opts.variants = max(0, opts.variants)
+    opts.variants, opts.copy_prompts = max(0, opts.variants), max(0, opts.copy_prompts)
     try:
         evaluation = Evaluation(args.run_dir, sink, control, opts)
         # The same thread count as training: CPU results repeat exactly run to run.
