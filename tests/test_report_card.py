@@ -122,3 +122,4 @@ def test_validation_losses_from_events(tmp_path):
     by_step, by_epoch = rc.validation_losses(events)
     assert by_step == {3: 0.5, 6: 0.39} and by_epoch == {1: 0.5, 2: 0.39}
     assert rc.validation_losses(tmp_path / "missing.jsonl") == ({}, {})
+
