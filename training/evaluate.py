@@ -50,7 +50,9 @@ class EvaluationError(UserError):
 class Options:
     seeds: int = 1  # images per prompt
     variants: int = 2  # extra fidelity prompts per held-out caption (minimal pairs of it)
-    copy_prompts: int = 2  # training captions rendered too: where copies show (see _questions)
+    # Training captions rendered too, where copies show (see _questions). Off by default: on the
+    # demo they cost 2 of 11 images per row and did not change a copy verdict (issue 16).
+    copy_prompts: int = 0
     steps: int | None = None  # sampling steps (None: the run's sample_steps)
     cfg_scale: float | None = None  # (None: the run's sample_cfg_scale)
     sampler: str = "Euler"
