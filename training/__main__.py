@@ -95,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="report card of a run: style match, prompt fidelity, "
                                          "copy risk and validation loss per LoRA file")
     ev.add_argument("run_dir", type=Path, help="the run folder (PROJECT/runs/<id>)")
-    ev.add_argument("--seeds", type=int, help="images per held-out caption (default 2)")
+    ev.add_argument("--seeds", type=int, help="images per prompt (default 1)")
+    ev.add_argument("--variants", type=int,
+                    help="fidelity prompts per held-out caption, one word swapped (default 2)")
+    ev.add_argument("--copy-prompts", type=int,
+                    help="training captions rendered for the copy check (default 0)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
     ev.add_argument("--cfg", type=float, help="CFG scale (default: the run's)")
     ev.add_argument("--timesteps", type=int, help="noise levels of the classifier (default 8)")

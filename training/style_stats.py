@@ -42,6 +42,11 @@ class Encoded:
     colour: torch.Tensor  # [N, 6 + 3·bins]
     latents: torch.Tensor  # [N, C, h, w] posterior means (unscaled): for the copy check
 
+    def head(self, n: int) -> "Encoded":
+        """The first n images' statistics."""
+        return Encoded([t[:n] for t in self.layers], self.channels, self.colour[:n],
+                       self.latents[:n])
+
 
 @torch.no_grad()
 def encode(vae, images: list[Image.Image]) -> Encoded:
