@@ -1,6 +1,6 @@
 """Build the pocket model end to end, reproducibly from the fixed seed (common.SEED):
 
-    python -m scripts.pocket.train_model   # tokenizer -> VAE -> UNet+TE -> robust -> export to assets/pocket-model
+    python -m scripts.pocket.train_model   # tokenizer -> VAE -> UNet+TE -> robust -> decoder -> styles -> export
     python -m scripts.pocket.train_model --stage robust --stage export    # resume after a finished stage
 
 Each stage is its own subprocess (one torch thread each, run one after the other, never in parallel) and leaves
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from scripts.pocket.common import MODEL_DIR, ROOT, WORK_DIR
 
-STAGES = ("tokenizer", "vae", "unet", "robust", "export")
+STAGES = ("tokenizer", "vae", "unet", "robust", "decoder", "styles", "export")
 
 
 def run(module, *args):
@@ -28,11 +28,15 @@ def run(module, *args):
     return round(time.time() - t, 1)
 
 
-def export(src: Path, dst: Path):
-    """Copy the saved pipeline into the repo, minus training-only files, and sanity-check the layout."""
+def export(src: Path, dst: Path, vae: Path | None = None):
+    """Copy the saved pipeline into the repo, minus training-only files, with the fine-tuned VAE if
+    given, and sanity-check the layout."""
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("train_log.json"))
+    if vae is not None:
+        shutil.rmtree(dst / "vae")
+        shutil.copytree(vae, dst / "vae")
     for f in dst.rglob("*.safetensors"):
         f.chmod(0o644)  # safetensors writes 0600 files; shipped assets must be readable by everyone
     index = json.loads((dst / "model_index.json").read_text())
@@ -74,8 +78,25 @@ def main():
                               "--lr", "3e-4", "--warmup", "50", "--ema", "0.99", "--distract", "0.35",
                               "--pool", "10000", "--vae", str(WORK_DIR / "vae"),
                               "--tokenizer", str(WORK_DIR / "tokenizer"), "--out", str(WORK_DIR / "pipeline"))
+    if "decoder" in stages:
+        # Decoder-only fine-tune on generic printed pictures (tune_decoder.py): sharper dots and outlines,
+        # truer muted inks; the encoder, and so every latent the UNet was trained on, stays the same.
+        times["decoder"] = run("tune_decoder", "--steps", "1500", "--vae", str(WORK_DIR / "vae"),
+                               "--out", str(WORK_DIR / "vae_ft"))
+    if "styles" in stages:
+        # The base model learns generic printed looks named by style words (print_styles.py), so a style LoRA
+        # steers it towards a look it can draw instead of teaching a texture from scratch. Two runs: a gentle
+        # one (a third of the pool styled), then a longer one at a higher LR (half styled).
+        common = ["--ema", "0.99", "--distract", "0.3", "--pool", "12000", "--vae", str(WORK_DIR / "vae"),
+                  "--tokenizer", str(WORK_DIR / "tokenizer")]
+        times["styles"] = run("train_unet", "--init", str(WORK_DIR / "pipeline"), "--steps", "1200",
+                              "--lr", "3e-4", "--warmup", "50", "--styled", "0.35", *common,
+                              "--out", str(WORK_DIR / "pipeline_styled1"))
+        times["styles"] += run("train_unet", "--init", str(WORK_DIR / "pipeline_styled1"), "--steps", "2400",
+                               "--lr", "6e-4", "--warmup", "100", "--styled", "0.5", *common,
+                               "--out", str(WORK_DIR / "pipeline_styled"))
     if "export" in stages:
-        export(WORK_DIR / "pipeline", MODEL_DIR)
+        export(WORK_DIR / "pipeline_styled", MODEL_DIR, vae=WORK_DIR / "vae_ft")
     print(json.dumps({"stage_seconds": times}))
 
 

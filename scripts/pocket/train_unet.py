@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.pocket import shapes
+from scripts.pocket import print_styles, shapes
 from scripts.pocket.common import SEED, WORK_DIR, setup_torch, to_tensor
 from scripts.pocket.tokenizer import EXTRA_WORDS
 
@@ -69,7 +69,7 @@ def encode_text(tokenizer, text_encoder, captions):
     return text_encoder(ids)[0]  # no attention mask: StableDiffusionPipeline doesn't pass one either
 
 
-def build_pool(vae, n, seed):
+def build_pool(vae, n, seed, styled=0.0):
     """Draw n pictures and encode them once with the frozen VAE (latent mean * scaling_factor).
 
     Pre-encoding removes the VAE encoder (~25 % of a step on CPU) from the loop. Captions are NOT fixed: we keep
@@ -77,10 +77,15 @@ def build_pool(vae, n, seed):
     """
     rng = np.random.default_rng(seed)
     specs = [shapes.sample_spec(rng) for _ in range(n)]
+    pictures = [shapes.render(s) for s in specs]
+    if styled > 0:  # the styles stage: a share of the pool in a random printed look (print_styles.py)
+        srng = np.random.default_rng(seed + 1)
+        for i in np.flatnonzero(srng.random(n) < styled):
+            pictures[i], specs[i]["words"] = print_styles.render_styled(specs[i], srng)
     lat = []
     with torch.no_grad():
         for i in range(0, n, 128):
-            x = to_tensor([shapes.render(s) for s in specs[i:i + 128]])
+            x = to_tensor(pictures[i:i + 128])
             lat.append(vae.encode(x).latent_dist.mode() * vae.config.scaling_factor)
     return specs, torch.cat(lat)
 
@@ -92,11 +97,14 @@ def build_pool(vae, n, seed):
 DISTRACTORS = [w for w in EXTRA_WORDS
                if w not in {"a", "an", "the", "on", "in", "at", "small", "large", "left", "right", "top", "bottom",
                             "center", "centre", "background", "zxqstyle"} | set(shapes.COLOURS) | set(shapes.SHAPES)]
+# In the styles stage the style words mean something, so they are no longer distractors.
+STYLE_WORDS = {"dotted", "halftone", "striped", "outlined"}
+DISTRACTORS_STYLED = [w for w in DISTRACTORS if w not in STYLE_WORDS]
 
 
-def distract(cap, rng):
+def distract(cap, rng, words=DISTRACTORS):
     letters = "abcdefghijklmnopqrstuvwxyz"
-    word = (DISTRACTORS[rng.integers(len(DISTRACTORS))] if rng.random() < 0.5
+    word = (words[rng.integers(len(words))] if rng.random() < 0.5
             else "".join(letters[i] for i in rng.integers(0, 26, rng.integers(4, 10))))
     u = rng.random()
     if u < 0.5 or not cap:
@@ -108,11 +116,13 @@ def distract(cap, rng):
     return " ".join(parts)
 
 
-def make_batch(rng, specs, latents, n, drop=0.1, distract_p=0.0):
+def make_batch(rng, specs, latents, n, drop=0.1, distract_p=0.0, words=DISTRACTORS):
     idx = rng.integers(0, len(specs), n)
     caps = ["" if rng.random() < drop else shapes.caption(specs[i], rng) for i in idx]  # "" trains CFG's branch
+    caps = [print_styles.styled_caption(c, specs[i]["words"]) if "words" in specs[i] else c
+            for c, i in zip(caps, idx)]
     if distract_p > 0:  # guarded so stage 2 draws exactly the same random numbers as without this feature
-        caps = [distract(c, rng) if rng.random() < distract_p else c for c in caps]
+        caps = [distract(c, rng, words) if rng.random() < distract_p else c for c in caps]
     return latents[torch.from_numpy(idx)], caps
 
 
@@ -152,6 +162,8 @@ def main():
     ap.add_argument("--init", default="", help="continue from this saved pipeline (stage 3)")
     ap.add_argument("--distract", type=float, default=0.0, help="share of captions given an unknown word")
     ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--styled", type=float, default=0.0,
+                    help="share of the pool drawn in a random printed look (the styles stage)")
     ap.add_argument("--bench", type=int, default=0, help="time N steps and exit")
     args = ap.parse_args()
 
@@ -181,7 +193,7 @@ def main():
     ema_unet, ema_te = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
 
     t_pool = time.time()
-    specs, pool = build_pool(vae, args.pool, SEED + 1)
+    specs, pool = build_pool(vae, args.pool, SEED + 1, args.styled)
     print(f"encoded {len(specs)} pictures in {time.time() - t_pool:.0f}s", flush=True)
     rng = np.random.default_rng(SEED + 4)
     # Fixed eval batch (own seed, fixed noise and timesteps) so the printed loss is comparable across steps.
@@ -203,7 +215,8 @@ def main():
     t0 = time.time()
     run = 0.0
     for step in range(1, (args.bench or args.steps) + 1):
-        lat, caps = make_batch(rng, specs, pool, args.batch, distract_p=args.distract)
+        lat, caps = make_batch(rng, specs, pool, args.batch, distract_p=args.distract,
+                                words=DISTRACTORS_STYLED if args.styled else DISTRACTORS)
         noise = torch.randn_like(lat)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (len(lat),))
         noisy = noise_scheduler.add_noise(lat, noise, t)
