@@ -24,11 +24,12 @@ def test_demo_lora_learns_the_style_and_keeps_the_prompt(tmp_path):
     import style_learning
 
     r = style_learning.main(["--quick", "--grid", str(tmp_path / "grid.png")])
-    # The full benchmark measures a combined ratio of 0.45-0.47 (bar: 0.5) and an adherence drop
-    # of 4-8 points (bar: 10). On 12 images one miss is 8.3 points and the ratio is noisier, so
-    # the small version checks a clear fall with looser bounds than the benchmark's bar.
-    assert r["ratio"]["combined"] <= 0.6, r
-    assert r["ratio"]["gram"] <= 0.55, r  # measured 0.28-0.45 across seeds and runs
+    # The full benchmark (12 prompts x 4 seeds) measures a combined ratio of 0.29 (bar: 0.30) with
+    # no adherence drop (bar: 5); this quick version measured 0.30, gram 0.29, no drop. On 12
+    # images one miss is 8.3 points and the ratio is noisier, so its bounds are looser, yet below
+    # what the pocket model before its styles stage scored on the full run (0.45-0.47).
+    assert r["ratio"]["combined"] <= 0.40, r
+    assert r["ratio"]["gram"] <= 0.45, r
     assert r["adherence_without"]["both"] >= 90, r
-    assert r["adherence_drop"] <= 20, r
+    assert r["adherence_drop"] <= 10, r
     assert (tmp_path / "grid.png").is_file()
