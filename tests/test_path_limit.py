@@ -42,5 +42,7 @@ def test_the_cli_refuses_a_run_past_the_limit_and_writes_nothing(tmp_path, monke
     assert str(Path(project.resolve() / "runs")) in error["message"] and "Move the project" in \
         error["hint"]
     assert not (project / "runs").exists()
+    checked = run_cli("check", str(project))  # `check` says the same before anything is trained
+    assert checked.returncode == 2 and "Move the project" in checked.stderr, checked.stderr
     monkeypatch.setenv(paths.PATH_LIMIT_ENV, str(longest))
     assert run_cli("train", str(project)).events[-1]["field"] == "base_model"  # past the check

@@ -415,6 +415,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problems := config.validate(cfg):
         print(ConfigError(problems), file=sys.stderr)
         return 2
+    from studio import paths as path_rules
+    from studio.errors import UserError
+
+    try:  # the same MAX_PATH rule `train` applies before it writes anything
+        path_rules.check_run_paths(project.runs.resolve(), cfg.output_name)
+    except UserError as exc:
+        print(f"{exc}\n{exc.hint}", file=sys.stderr)
+        return 2
     try:
         result = check.report(project, cfg)
     except dataset.DatasetError as exc:
