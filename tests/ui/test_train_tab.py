@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from studio import protocol
+from studio.runs import report_card
+from studio.safetensors_header import read_header
 from ui import outputs
 from uifixtures import *  # noqa: F403 (pytest fixtures)
 from uihelpers import open_and_wait
@@ -53,7 +55,18 @@ def test_progress_loss_samples_and_the_result(qtbot, ready, fake_worker, tmp_pat
     menu = panel.banner.copy_button.menu()
     menu.aboutToShow.emit()
     next(a for a in menu.actions() if a.text() == str(loras)).trigger()
-    assert (loras / panel.adapter.name).read_bytes() == panel.adapter.read_bytes()
+    # The copy is the run's file with the report card's recommendation added to its header
+    # (studio/runs/deliver.py): the same tensors, byte for byte, after the header.
+    copy = loras / panel.adapter.name
+    assert data_section(copy) == data_section(panel.adapter)
+    card = report_card.load(panel.adapter.parent)
+    assert read_header(copy)[1] == {**read_header(panel.adapter)[1],
+                                    **(card.metadata if card else {})}
+
+
+def data_section(path: Path) -> bytes:
+    raw = path.read_bytes()
+    return raw[8 + int.from_bytes(raw[:8], "little"):]
 
 
 def test_library_noise_stays_out_of_the_log_until_asked_for(qtbot, ready, fake_worker):
