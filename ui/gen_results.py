@@ -7,10 +7,11 @@ import html
 import shutil
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QGuiApplication, QPixmap
+from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QGuiApplication, QIcon, QPen, QPixmap
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QLabel, QListView,
-                               QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget)
+                               QListWidget, QListWidgetItem, QPushButton, QStyle,
+                               QStyledItemDelegate, QVBoxLayout, QWidget)
 
 from studio import infotext
 from ui import outputs
@@ -151,6 +152,31 @@ class ResultView(QWidget):
                 self.status_message.emit(f"Saved {target}")
 
 
+class ThumbDelegate(QStyledItemDelegate):
+    """Paints a history cell as its thumbnail, centred, with a highlight frame when selected.
+    Why not the default: in icon mode it keeps a text line under every icon even when the item
+    has no text, and paints the selection there, as a bar below the picture."""
+
+    def paint(self, painter, option, index) -> None:
+        painter.save()
+        rect = option.rect.adjusted(2, 2, -2, -2)
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        if selected:
+            painter.setPen(QPen(option.palette.highlight().color(), 3))
+            painter.drawRoundedRect(rect, 4, 4)
+        icon = index.data(Qt.ItemDataRole.DecorationRole)
+        if isinstance(icon, QIcon):
+            pixmap = icon.pixmap(QSize(THUMB_PX, THUMB_PX))
+            size = pixmap.deviceIndependentSize().toSize().scaled(
+                QSize(THUMB_PX, THUMB_PX), Qt.AspectRatioMode.KeepAspectRatio)
+            target = rect.center() - QPoint(size.width() // 2, size.height() // 2)
+            painter.drawPixmap(QRect(target, size), pixmap)
+        painter.restore()
+
+    def sizeHint(self, option, index) -> QSize:
+        return QSize(THUMB_PX + 10, THUMB_PX + 10)
+
+
 class History(QListWidget):
     """Thumbnails of the generated images, newest first; selecting one shows it."""
 
@@ -167,6 +193,7 @@ class History(QListWidget):
         self.setIconSize(QSize(THUMB_PX, THUMB_PX))
         self.setGridSize(QSize(THUMB_PX + 10, THUMB_PX + 10))
         self.setUniformItemSizes(True)
+        self.setItemDelegate(ThumbDelegate(self))
         self.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self.setFixedHeight(THUMB_PX + 12 + self.horizontalScrollBar().sizeHint().height())

@@ -425,3 +425,29 @@ def test_generation_defaults_follow_the_projects_sample_settings(qtbot, tmp_path
     form.set_defaults(cfg.resolution, cfg.sample_steps, cfg.sample_cfg_scale)
     req = form.request(seed=1)
     assert (req.steps, req.cfg_scale, req.width) == (25, 2.5, 64)
+
+
+def test_a_selected_history_thumbnail_is_framed_not_barred(qtbot, tmp_path):
+    """The history strip draws each image over its whole cell and frames the selected one; Qt's
+    icon mode painted the selection as a bar in an empty text line under the picture."""
+    from ui.gen_results import THUMB_PX, History
+
+    path = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), (220, 30, 30)).save(path)
+    history = History()
+    qtbot.addWidget(history)
+    history.resize(400, history.height())
+    history.show()
+    history.add(path, text="")
+    qtbot.waitUntil(lambda: not history.item(0).icon().isNull(), timeout=5000)
+    shot = history.viewport().grab().toImage()
+    cell = history.visualItemRect(history.item(0))
+    centre = shot.pixelColor(cell.center())
+    assert (centre.red(), centre.green(), centre.blue()) == (220, 30, 30)
+    assert cell.height() <= THUMB_PX + 10
+    highlight = history.palette().highlight().color()
+    below = [shot.pixelColor(x, y) for x in range(cell.left(), cell.right())
+             for y in range(cell.bottom() + 1, shot.height())]
+    assert highlight not in below
+    edge = shot.pixelColor(cell.left() + 3, cell.center().y())
+    assert edge == highlight  # the frame around the selected thumbnail
