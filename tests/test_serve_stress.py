@@ -9,6 +9,7 @@ import queue
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,31 @@ class Worker:
         return events
 
 
+    def close(self) -> None:
+        """End the session as the window does (stdin closed) and expect a clean exit."""
+        self.proc.stdin.close()
+        assert self.proc.wait(timeout=60) == 0
+
+
+@contextmanager
+def serving(project: Path, model: Path):
+    """A serve worker with `model` loaded, closed cleanly afterwards."""
+    worker = Worker(project)
+    try:
+        worker.send({"cmd": "load", "base_model": str(model)})
+        worker.until("ready")
+        yield worker
+    finally:
+        worker.close()
+
+
+def start_long_job(worker: Worker, out_dir: Path) -> None:
+    """A 3-image, 150-step 512 px generation with id "long", running once this returns."""
+    worker.send({**GENERATE, "width": 512, "height": 512, "steps": 150, "count": 3,
+                 "out_dir": str(out_dir), "id": "long"})
+    assert worker.next(120)["event"] == "gen_progress"
+
+
 GENERATE = dict(cmd="generate", prompt="zxq, a red circle", seed=3, steps=2, width=64, height=64)
 MALFORMED = [
     (b"hello", ""), (b"[1, 2]", ""), (b"{}", "cmd"), (b'{"cmd": 5}', "cmd"),
@@ -89,18 +115,12 @@ def test_malformed_commands_are_answered_at_once_and_serving_goes_on(tmp_path, t
         done = worker.until("gen_done")[-1]
         assert done["id"] == "after" and len(done["paths"]) == 1 and not done["cancelled"]
     finally:
-        worker.proc.stdin.close()
-        assert worker.proc.wait(timeout=60) == 0
+        worker.close()
 
 
 def test_cancel_ends_a_long_large_generation(tmp_path, tiny_model):
-    worker = Worker(tmp_path)
-    try:
-        worker.send({"cmd": "load", "base_model": str(tiny_model)})
-        worker.until("ready")
-        worker.send({**GENERATE, "width": 512, "height": 512, "steps": 150, "count": 3,
-                     "out_dir": str(tmp_path), "id": "long"})
-        assert worker.next(120)["event"] == "gen_progress"
+    with serving(tmp_path, tiny_model) as worker:
+        start_long_job(worker, tmp_path)
         worker.send({"cmd": "cancel"})
         events = worker.until("gen_done", timeout=30)
         done = events[-1]
@@ -109,20 +129,12 @@ def test_cancel_ends_a_long_large_generation(tmp_path, tiny_model):
         assert not list(tmp_path.glob("*.png"))
         worker.send({**GENERATE, "out_dir": str(tmp_path), "id": "after"})
         assert worker.until("gen_done")[-1]["paths"]
-    finally:
-        worker.proc.stdin.close()
-        assert worker.proc.wait(timeout=60) == 0
 
 
 def test_a_malformed_command_during_a_generation_is_answered_at_once(tmp_path, tiny_model):
     """The refusal does not wait for the job: it comes within 2 s, and the job goes on."""
-    worker = Worker(tmp_path)
-    try:
-        worker.send({"cmd": "load", "base_model": str(tiny_model)})
-        worker.until("ready")
-        worker.send({**GENERATE, "width": 512, "height": 512, "steps": 150, "count": 3,
-                     "out_dir": str(tmp_path), "id": "long"})
-        assert worker.next(120)["event"] == "gen_progress"
+    with serving(tmp_path, tiny_model) as worker:
+        start_long_job(worker, tmp_path)
         for line, field in [(b'{"cmd": "teleport"}', "cmd"), ({**GENERATE, "width": 0}, "width")]:
             worker.send(line)
             event = worker.next(ANSWER_S)
@@ -134,6 +146,3 @@ def test_a_malformed_command_during_a_generation_is_answered_at_once(tmp_path, t
         worker.send({"cmd": "cancel"})
         done = worker.until("gen_done", timeout=30)[-1]
         assert done["id"] == "long" and done["cancelled"]
-    finally:
-        worker.proc.stdin.close()
-        assert worker.proc.wait(timeout=60) == 0
