@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--variants", type=int,
                     help="fidelity prompts per held-out caption, one word swapped (default 2)")
     ev.add_argument("--copy-prompts", type=int,
-                    help="training captions rendered for the copy check (default 0)")
+                    help="training captions rendered for the copy check (default 2)")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
     ev.add_argument("--cfg", type=float, help="CFG scale (default: the run's)")
     ev.add_argument("--timesteps", type=int, help="noise levels of the classifier (default 8)")

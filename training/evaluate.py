@@ -50,9 +50,11 @@ class EvaluationError(UserError):
 class Options:
     seeds: int = 1  # images per prompt
     variants: int = 2  # extra fidelity prompts per held-out caption (minimal pairs of it)
-    # Training captions rendered too, where copies show (see _questions). Off by default: on the
-    # demo they cost 2 of 11 images per row and did not change a copy verdict (issue 16).
-    copy_prompts: int = 0
+    # Training captions rendered too, where copies show (see _questions): a LoRA that memorised
+    # its images redraws them under their own captions, rarely under others (issue 16's
+    # memorising run: 0.84-0.90 of the SSIM ceiling under its training captions, 0.26 under the
+    # held-out ones). On the demo they cost 2 of 11 images per row.
+    copy_prompts: int = 2
     steps: int | None = None  # sampling steps (None: the run's sample_steps)
     cfg_scale: float | None = None  # (None: the run's sample_cfg_scale)
     sampler: str = "Euler"
@@ -232,9 +234,9 @@ class Evaluation:
         held = [load_fitted(it.image, fit) for it in self.held_out]
         self.reference = style_stats.StyleStats.of(style_stats.encode(self.base.vae, held))
         train = [load_fitted(it.image, fit) for it in self.train_items]
-        self.train_pixels = style_stats.to_pixels(train)
-        self.train_latents = style_stats.encode(self.base.vae, train).latents
-        self.typical = copy_risk.typical_distance(self.train_latents)
+        self.train_set = copy_risk.TrainingSet(
+            style_stats.to_pixels(train), style_stats.encode(self.base.vae, train).latents,
+            copy_risk.vae_decoder(self.base.vae))
         with torch.no_grad():
             text, pooled = encode_text(self.base, self.candidates, self.device)
         time_ids = torch.tensor(sdxl_time_ids(fit, fit)) if pooled is not None else None
@@ -262,8 +264,7 @@ class Evaluation:
         fidelity = self._classify(encoded.latents, epoch)
         if fidelity is None:
             return None, {}
-        near = copy_risk.nearest(style_stats.to_pixels(images), encoded.latents,
-                                 self.train_pixels, self.train_latents, self.typical)
+        near = self.train_set.nearest(style_stats.to_pixels(images), encoded.latents)
         closest = max(near, key=lambda n: n.ssim)
         row = rc.Row(
             label=label, file=None if path is None else path.relative_to(self.run.path)

@@ -11,6 +11,7 @@ what a VAE's early layers see only weakly: palette and tone.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,30 +49,40 @@ class Encoded:
                        self.latents[:n])
 
 
+@contextmanager
+def fp32(vae):
+    """The VAE in fp32 for the duration (yields its device): the SDXL VAE overflows in fp16
+    (as in training.cache)."""
+    param = next(vae.parameters())
+    dtype = param.dtype
+    if dtype != torch.float32:
+        vae.to(dtype=torch.float32)
+    try:
+        yield param.device
+    finally:
+        if dtype != torch.float32:
+            vae.to(dtype=dtype)
+
+
 @torch.no_grad()
 def encode(vae, images: list[Image.Image]) -> Encoded:
     pixels = to_pixels(images)
     captured: list[torch.Tensor] = []
     hooks = [m.register_forward_hook(lambda _m, _i, out: captured.append(
         out[0] if isinstance(out, tuple) else out)) for m in _layers(vae)]
-    param = next(vae.parameters())
-    dtype = param.dtype
-    if dtype != torch.float32:
-        vae.to(dtype=torch.float32)  # the SDXL VAE overflows in fp16 (as in training.cache)
     stats: list[list[torch.Tensor]] = []
     latents = []
     try:
-        for start in range(0, len(pixels), ENCODE_BATCH):
-            captured.clear()
-            chunk = pixels[start:start + ENCODE_BATCH].to(param.device)
-            latents.append(vae.encode(chunk).latent_dist.mean.float().cpu())
-            stats.append([_feature_stats(f.float()) for f in captured])
-            channels = [f.shape[1] for f in captured]
+        with fp32(vae) as device:
+            for start in range(0, len(pixels), ENCODE_BATCH):
+                captured.clear()
+                chunk = pixels[start:start + ENCODE_BATCH].to(device)
+                latents.append(vae.encode(chunk).latent_dist.mean.float().cpu())
+                stats.append([_feature_stats(f.float()) for f in captured])
+                channels = [f.shape[1] for f in captured]
     finally:
         for hook in hooks:
             hook.remove()
-        if dtype != torch.float32:
-            vae.to(dtype=dtype)
     per_layer = [torch.cat([s[i] for s in stats]) for i in range(len(stats[0]))]
     return Encoded(per_layer, channels, colour_stats(pixels), torch.cat(latents))
 

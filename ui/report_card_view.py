@@ -30,8 +30,10 @@ COLUMN_TIPS = {
     "Fidelity": "How often the base model, used as a zero-shot classifier, recognises the "
                 "prompt in this file's images (trigger word removed), as a share of the base "
                 "model's own score (its row: 100 %). Falling fidelity: the LoRA breaks prompts.",
-    "Copy risk": "How close any image comes to a training image (pixel SSIM); flagged as a near "
-                 "copy when it is almost the same picture.",
+    "Copy risk": "How close any image comes to a training image: pixel SSIM as a share of the "
+                 "best this model's VAE can redraw that image (1.00 = as close as it can "
+                 "copy). Flagged as a near copy at ≥ %.2f when the image is also that close "
+                 "in the VAE's latent space." % rc.COPY_SSIM,
     "Val. loss": "The validation loss measured in training at this file's step.",
 }
 IMAGE_SIZE = 132  # the smallest an evaluation image is shown (a 64 px image: 2x, crisp)
