@@ -117,6 +117,18 @@ def write_launcher() -> Path | None:
     return path
 
 
+def parallel(args: list[str]) -> list[str]:
+    """pytest-xdist options for the whole suite: one worker per core (at most 4: each holds
+    torch and its tiny models, and the training tests start workers of their own), a test
+    module per worker at a time so module fixtures (a trained run) are built once. Nearly
+    every test runs one torch thread, so 2 cores finish in about half the time. Nothing when
+    the caller chose (-n, -p no:xdist)."""
+    if any(a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in args):
+        return []
+    workers = max(1, min(os.cpu_count() or 1, 4))
+    return ["-n", str(workers), "--dist", "loadscope"] if workers > 1 else []
+
+
 def main() -> int:
     what = sys.argv[1] if len(sys.argv) > 1 else "demo"
     rest = sys.argv[2:]
@@ -132,7 +144,7 @@ def main() -> int:
     if what == "train-demo":
         return subprocess.call([py, "-m", "training", "demo", *rest], cwd=ROOT, env=env)
     if what == "test":
-        return subprocess.call([py, "-m", "pytest", *rest], cwd=ROOT, env=env)
+        return subprocess.call([py, "-m", "pytest", *parallel(rest), *rest], cwd=ROOT, env=env)
     return 0
 
 
