@@ -232,9 +232,11 @@ def test_evaluate_writes_a_deterministic_report_card(trained_run):
     data = json.loads(card_file.read_text())  # valid JSON (no NaN: written with allow_nan=False)
     card = rc.ReportCard.from_dict(data)
     prompts = card.settings["prompts"]
-    # The 2 held-out captions first, then up to 2 minimal pairs of each as prompts of their own,
-    # then 2 training captions (where copies show).
-    assert 4 <= len(prompts) <= 8 and len(card.settings["questions"]) == len(prompts)
+    # The 2 held-out captions first, then up to 2 minimal pairs of each as prompts of their own
+    # (each with its classifier question), then 2 training captions (where copies show).
+    questions, copies = card.settings["questions"], card.settings["copy_prompts"]
+    assert len(copies) == 2 and 2 <= len(questions) <= 6
+    assert len(prompts) == len(questions) + 2 and prompts[-1].endswith(copies[-1])
     assert [r.label for r in card.rows][0] == "base" and len(card.rows) == 4
     assert sorted(r.epoch for r in card.rows[1:]) == [1, 2, 3]
     assert card.base.style == 1.0 and card.base.val_loss is None
@@ -253,7 +255,7 @@ def test_evaluate_writes_a_deterministic_report_card(trained_run):
     status = [e for e in first.of("status") if e["phase"] == "evaluating"]
     assert status[0]["details"]["images"] == 4 * len(prompts)
     progress = first.of("progress")
-    assert progress[-1]["step"] == progress[-1]["total"] == 2 * 4 * len(prompts)
+    assert progress[-1]["step"] == progress[-1]["total"] == 4 * (len(prompts) + len(questions))
     assert first.of("done")[0]["path"] == str(card_file)
 
     second = evaluate(trained_run)

@@ -141,13 +141,15 @@ class Evaluation:
         # A model replicates its training images when prompted with their captions (Somepalli
         # et al. 2023, "Understanding and Mitigating Copying in Diffusion Models"): a few
         # training captions, spread over the set, so the copy check sees where copies show.
+        # They are not asked the classifier's question: fidelity is measured on the prompts
+        # the margin was measured with, and the card costs 2 images a row less work.
         fresh = [c for c in others if c not in {q.prompts[0] for q in asked}]
         step = max(1, len(fresh) // max(1, self.opts.copy_prompts))
-        asked += [zero_shot.question(c, subs, others)
-                  for c in fresh[::step][:self.opts.copy_prompts]]
-        self.questions = asked
+        self.copy_captions = fresh[::step][:self.opts.copy_prompts]
+        self.questions = asked  # one per prompt rendered, the copy prompts excepted
         self.style_prompts = len(truths)  # the first prompts: the held-out captions
-        self.prompts = [full_caption(", ".join([*shared, q.prompts[0]]), trigger) for q in asked]
+        self.prompts = [full_caption(", ".join([*shared, c]), trigger)
+                        for c in [q.prompts[0] for q in asked] + self.copy_captions]
         self.candidates = _distinct(p for q in asked for p in q.prompts)
 
     # --- cost and progress ----------------------------------------------------------------
@@ -178,7 +180,9 @@ class Evaluation:
     def run_all(self) -> rc.ReportCard | None:
         self.started = time.monotonic()
         cost = self.cost()
-        self.done, self.total = 0, 2 * cost["images"]
+        # Every image is rendered, then the classifier judges all but the copy prompts'.
+        self.done = 0
+        self.total = cost["images"] + cost["rows"] * len(self.questions) * len(self.seeds)
         self.sink.emit(Status("evaluating", f"Report card: {cost['rows'] - 1} LoRA file(s) and "
                                             f"the base model, {cost['images']} images x "
                                             f"{self.steps} steps", cost))
@@ -207,6 +211,7 @@ class Evaluation:
                           steps=self.steps, cfg_scale=self.cfg_scale, sampler=self.opts.sampler,
                           resolution=self.size, timesteps=self.classifier_steps.tolist(),
                           questions=[q.prompts for q in self.questions],
+                          copy_prompts=self.copy_captions,
                           chance=sum(q.chance for q in self.questions) / len(self.questions),
                           margin=self.opts.margin,
                           copy_ssim=rc.COPY_SSIM, copy_latent=rc.COPY_LATENT,
@@ -309,7 +314,7 @@ class Evaluation:
         unet = self.gen.pipe.unet
         sched, prediction = self.base.noise_scheduler, self.base.prediction_type
         scores = []
-        for i, latent in enumerate(latents):
+        for i, latent in enumerate(latents[:len(self.questions) * len(self.seeds)]):
             if self.control.stop_requested:
                 return None
             # The i-th image of every row gets the same noise, so rows differ only by image.
