@@ -211,10 +211,11 @@ def test_lora_files_are_the_run_layouts_own_list(tmp_path, lora_files):
 
 @pytest.fixture(scope="module")
 def trained_run(tiny_model, tmp_path_factory):
-    """A 3-epoch run on the tiny model with a LoRA file per epoch and 2 held-out images."""
+    """A 3-epoch run on the tiny model with a LoRA file and samples per epoch and 2 held-out
+    images."""
     project = make_project(tmp_path_factory.mktemp("eval") / "project", tiny_model,
                            n_images=8, validation_images=2, epochs=3, max_steps=0,
-                           batch_size=2, save_every_n_steps=3, sample_every_n_epochs=0)
+                           batch_size=2, save_every_n_steps=3, sample_every_n_epochs=1)
     result = run_cli("train", str(project), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return next((project / "runs").iterdir())
@@ -274,6 +275,35 @@ def test_evaluate_stops_when_the_gui_goes_away(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.of("done")[0]["stopped"] is True
     assert (card_file.read_bytes() if card_file.exists() else None) == before
+
+
+@pytest.mark.slow
+def test_the_quick_card_judges_each_file_on_its_training_samples(trained_run):
+    """--quick (the window's "Quick" box): the LoRA files' images are the samples training
+    rendered at their steps, so only the base model's row is rendered, at the run's sample
+    seed and settings, for the run's sample prompts (those with the trigger word first)."""
+    from studio import config
+
+    cfg = config.load(trained_run / "config.toml")
+    result = evaluate(trained_run, "--quick")
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = rc.load(trained_run)
+    prompts = card.settings["prompts"]
+    assert card.settings["quick"] is True and card.settings["seeds"] == [cfg.seed]
+    assert card.settings["steps"] == cfg.sample_steps  # the samples' own, whatever --steps says
+    assert cfg.trigger_word in prompts[0] and len(card.settings["questions"]) == len(prompts)
+    base, *loras = card.rows
+    assert [r.step for r in loras] == [3, 6, 9]
+    assert all(p.startswith(f"{rc.IMAGES_DIR}/base/") for p in base.images)
+    for row in loras:
+        assert sorted(row.images) == sorted(f"samples/step{row.step:06d}-{k}.png"
+                                            for k in range(len(prompts)))
+        assert all(math.isfinite(v) for v in (row.style, row.fidelity, row.copy_ssim))
+    assert card.recommendation == rc.recommend(card.rows)
+    cost = next(e for e in result.of("status") if e["phase"] == "evaluating")["details"]
+    assert cost["images"] == len(prompts) and cost["reused_images"] == 3 * len(prompts)
+    progress = result.of("progress")[-1]
+    assert progress["step"] == progress["total"] == len(prompts) + 4 * len(prompts)
 
 
 @pytest.mark.slow

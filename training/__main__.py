@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fidelity prompts per held-out caption, one word swapped (default 2)")
     ev.add_argument("--copy-prompts", type=int,
                     help="training captions rendered for the copy check (default 2)")
+    ev.add_argument("--quick", action="store_true", default=None,
+                    help="judge each LoRA file on its in-training samples (the run's sample "
+                         "prompts and seed): only the base model, and files without samples, "
+                         "are rendered")
     ev.add_argument("--steps", type=int, help="sampling steps (default: the run's)")
     ev.add_argument("--cfg", type=float, help="CFG scale (default: the run's)")
     ev.add_argument("--timesteps", type=int, help="noise levels of the classifier (default 8)")

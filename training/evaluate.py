@@ -8,6 +8,11 @@ image by the base model as a zero-shot classifier among its caption's minimal pa
 (training.zero_shot) and copy risk against the training images (training.copy_risk). The
 validation loss comes from the run's events.jsonl. Every rule that turns these numbers into a
 verdict is in studio.runs.report_card, which the window reads too.
+
+The quick card (`--quick`) renders only the base model's row: every LoRA file whose step has
+in-training samples (training/sampling.py, samples/step<N>-<k>.png) is judged on those, so the
+prompts are the run's sample prompts at its sample seed and settings instead of the held-out
+captions and their minimal pairs.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from studio.errors import UserError
 from studio.runs.project import Project, RunDir
 from studio.protocol import GenerateRequest, Progress, Status
 from studio.safetensors_header import read_header
-from training import copy_risk, models, style_stats, zero_shot
+from training import copy_risk, models, sampling, style_stats, zero_shot
 from training.cache import encode_text, load_fitted
 from training.data import sdxl_time_ids, split_validation
 from training.events import Control, EventSink
@@ -61,6 +66,7 @@ class Options:
     timesteps: int = 8  # noise levels the zero-shot classifier compares at
     margin: float = rc.DEFAULT_MARGIN
     device: str | None = None
+    quick: bool = False  # reuse the in-training samples (see the module's docstring)
 
 
 def lora_files(run: RunDir) -> list[Path]:
@@ -110,12 +116,17 @@ class Evaluation:
         if not self.files:
             raise EvaluationError(f"No LoRA files in {self.run.path}.",
                                   "Evaluate a run that finished or saved checkpoints.")
-        self._questions(items)
-        self.seeds = [FIRST_SEED + i for i in range(opts.seeds)]
-        self.steps = opts.steps or self.cfg.sample_steps
-        self.cfg_scale = opts.cfg_scale if opts.cfg_scale is not None else \
-            self.cfg.sample_cfg_scale
         self.size = self.cfg.resolution
+        if opts.quick:  # what the samples were made with (training/sampling.render)
+            self.seeds, self.steps = [self.cfg.seed], self.cfg.sample_steps
+            self.cfg_scale = self.cfg.sample_cfg_scale
+        else:
+            self.seeds = [FIRST_SEED + i for i in range(opts.seeds)]
+            self.steps = opts.steps or self.cfg.sample_steps
+            self.cfg_scale = opts.cfg_scale if opts.cfg_scale is not None else \
+                self.cfg.sample_cfg_scale
+        self._questions(items)
+        self.reused = self._samples() if opts.quick else {}
 
     def _questions(self, items) -> None:
         """The prompts to render and, for each, the classifier's question (training.zero_shot):
@@ -134,6 +145,9 @@ class Evaluation:
         held = {id(it) for it in self.held_out}
         truths = [c for it, c in zip(items, plain) if id(it) in held]
         others = _distinct(c for it, c in zip(items, plain) if id(it) not in held)
+        if self.opts.quick:
+            self._sample_questions(shared, subs, others)
+            return
         asked = [zero_shot.question(t, subs, others) for t in truths]
         for q in list(asked):
             asked += [zero_shot.question(v, subs, others)
@@ -152,6 +166,35 @@ class Evaluation:
                         for c in [q.prompts[0] for q in asked] + self.copy_captions]
         self.candidates = _distinct(p for q in asked for p in q.prompts)
 
+    def _sample_questions(self, shared: list[str], subs, others: list[str]) -> None:
+        """Quick card: the run's sample prompts (training/sampling.sample_prompts, from the
+        training captions as train.py passes them), those with the trigger word first, as they
+        are the style sample; every one is asked the classifier's question."""
+        trigger = self.cfg.trigger_word
+        made = sampling.sample_prompts(self.cfg, [full_caption(it.caption, trigger)
+                                                  for it in self.train_items])
+        triggered = [k for k, p in enumerate(made) if trigger and trigger in split_tags(p)]
+        self.sample_index = triggered + [k for k in range(len(made)) if k not in triggered]
+        self.prompts = [made[k] for k in self.sample_index]
+        self.style_prompts = len(triggered) or len(made)
+        self.copy_captions = []
+        self.questions = [zero_shot.question(without_trigger(", ".join(
+            t for t in split_tags(p) if t not in shared), trigger), subs, others)
+            for p in self.prompts]
+        self.candidates = _distinct(p for q in self.questions for p in q.prompts)
+
+    def _samples(self) -> dict[Path, list[Path]]:
+        """Quick card: each LoRA file's in-training samples, in prompt order, when its step
+        has all of them."""
+        found = {}
+        for path in self.files:
+            step = _int(read_header(path)[1].get("ss_steps"))
+            files = [self.run.samples / f"step{step:06d}-{k}.png" for k in self.sample_index] \
+                if step is not None else []
+            if files and all(f.is_file() for f in files):
+                found[path] = files
+        return found
+
     # --- cost and progress ----------------------------------------------------------------
 
     @property
@@ -159,10 +202,15 @@ class Evaluation:
         return len(self.prompts) * len(self.seeds)
 
     def cost(self) -> dict:
+        """What the card will take: `images` to render (`reused_images` come from the run's
+        samples) and the UNet passes of rendering and judging them."""
         rows = 1 + len(self.files)
+        rendered = rows - len(self.reused)
         per_image = 2 if self.cfg_scale > 1 else 1
-        return dict(rows=rows, images=rows * self.images_per_row, sampling_steps=self.steps,
-                    unet_passes=rows * self.images_per_row * (
+        return dict(rows=rows, images=rendered * self.images_per_row,
+                    reused_images=len(self.reused) * self.images_per_row,
+                    sampling_steps=self.steps,
+                    unet_passes=rendered * self.images_per_row * (
                         self.steps * per_image) + len(self.seeds) * rows * self.opts.timesteps
                     * sum(len(q.prompts) for q in self.questions),
                     held_out=len(self.held_out), training_images=len(self.train_items),
@@ -183,9 +231,11 @@ class Evaluation:
         # Every image is rendered, then the classifier judges all but the copy prompts'.
         self.done = 0
         self.total = cost["images"] + cost["rows"] * len(self.questions) * len(self.seeds)
+        reused = f", {cost['reused_images']} from the training samples" \
+            if self.opts.quick else ""
         self.sink.emit(Status("evaluating", f"Report card: {cost['rows'] - 1} LoRA file(s) and "
                                             f"the base model, {cost['images']} images x "
-                                            f"{self.steps} steps", cost))
+                                            f"{self.steps} steps{reused}", cost))
         self._load()
         rows: list[rc.Row] = []
         raw: list[dict[str, float]] = []
@@ -211,7 +261,7 @@ class Evaluation:
                           steps=self.steps, cfg_scale=self.cfg_scale, sampler=self.opts.sampler,
                           resolution=self.size, timesteps=self.classifier_steps.tolist(),
                           questions=[q.prompts for q in self.questions],
-                          copy_prompts=self.copy_captions,
+                          copy_prompts=self.copy_captions, quick=self.opts.quick,
                           chance=sum(q.chance for q in self.questions) / len(self.questions),
                           margin=self.opts.margin,
                           copy_ssim=rc.COPY_SSIM, copy_latent=rc.COPY_LATENT,
@@ -282,6 +332,9 @@ class Evaluation:
         return row, distances
 
     def _render(self, path: Path | None, label: str, epoch: int | None):
+        if path in self.reused:
+            files = self.reused[path]
+            return [load_fitted(f, (self.size, self.size)) for f in files], files
         self.gen.set_adapters([(path, 1.0)] if path else [])
         cancel = threading.Event()
 
@@ -344,7 +397,8 @@ def cli(args: argparse.Namespace) -> int:
     control = Control(stdin_control=args.control_stdin)
     given = dict(seeds=args.seeds, variants=args.variants, copy_prompts=args.copy_prompts,
                  steps=args.steps,
-                 cfg_scale=args.cfg, timesteps=args.timesteps, margin=args.margin, device=args.device)
+                 cfg_scale=args.cfg, timesteps=args.timesteps, margin=args.margin, device=args.device,
+                 quick=args.quick)
     opts = Options(**{k: v for k, v in given.items() if v is not None})
     opts.seeds, opts.timesteps = max(1, opts.seeds), max(1, opts.timesteps)
     opts.variants, opts.copy_prompts = max(0, opts.variants), max(0, opts.copy_prompts)

@@ -38,7 +38,7 @@ class Evaluation(QObject):
     def cancelling(self) -> bool:
         return self.is_running() and self.worker.stop_requested
 
-    def start(self, run_dir: Path) -> None:
+    def start(self, run_dir: Path, quick: bool = False) -> None:
         if self.is_running():
             return
         if self.worker is not None:
@@ -49,7 +49,7 @@ class Evaluation(QObject):
         worker.setParent(self)
         worker.event_received.connect(self._on_event)
         worker.finished.connect(self._on_finished)
-        worker.start_evaluate(self.run_dir)
+        worker.start_evaluate(self.run_dir, quick)
         self.started.emit(self.run_dir)
         self.progress.emit(0, 0, self.text)
 

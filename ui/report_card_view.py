@@ -11,11 +11,12 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QFont, QPixmap
-from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QLabel,
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QGridLayout, QHBoxLayout, QLabel,
                                QProgressBar, QPushButton, QScrollArea, QSplitter, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from studio.runs import report_card as rc
+from studio.runs.project import RunDir
 from ui import outputs, theme
 from ui.widgets.image_preview import ImagePreview
 from ui.widgets.metric_chart import MetricChart
@@ -70,7 +71,7 @@ def x_label(row: rc.Row, rows: list[rc.Row]) -> str:
 
 class ReportCardView(QWidget):
     use_file = Signal(object)  # "Use this epoch": the LoRA file to tick in the Generate tab
-    evaluate_requested = Signal(object)  # the run folder to (re)make the card of
+    evaluate_requested = Signal(object, bool)  # the run folder to (re)make the card of, quick
     cancel_requested = Signal()
     status_message = Signal(str)
 
@@ -87,7 +88,14 @@ class ReportCardView(QWidget):
             "Render each LoRA file's images for the held-out captions and measure style match, "
             "prompt fidelity and copy risk against the base model.")
         self.evaluate_button.clicked.connect(
-            lambda: self.run_dir and self.evaluate_requested.emit(self.run_dir))
+            lambda: self.run_dir and self.evaluate_requested.emit(
+                self.run_dir, self.quick_box.isEnabled() and self.quick_box.isChecked()))
+        self.quick_box = QCheckBox("Quick")
+        self.quick_box.setToolTip(
+            "Judge each LoRA file on the samples training already rendered (the run's sample "
+            "prompts and seed) instead of rendering the held-out captions for every file: only "
+            "the base model is rendered. Fewer, different prompts: a rough card in a fraction "
+            "of the time. Needs samples (Samples every N epochs) at the files' steps.")
         self.progress_text = QLabel()
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m images")
@@ -182,6 +190,7 @@ class ReportCardView(QWidget):
 
         head = QHBoxLayout()
         head.addWidget(self.title, 1)
+        head.addWidget(self.quick_box)
         head.addWidget(self.evaluate_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
@@ -201,7 +210,9 @@ class ReportCardView(QWidget):
         """Read the run's report_card.json again (after an evaluation, or another run chosen)."""
         run = self.run_dir
         self.card = rc.load(run) if run else None
-        self.title.setText(f"Report card · {run.name}" if run else "Report card")
+        quick = " · quick (training samples)" if self.card and self.card.settings.get(
+            "quick") else ""
+        self.title.setText(f"Report card · {run.name}{quick}" if run else "Report card")
         self.message.setText("" if self.card or not run else
                              "This run has no report card yet. Make one to see which LoRA file "
                              "learned the style without breaking the model.")
@@ -335,6 +346,9 @@ class ReportCardView(QWidget):
         else:
             self.use_button.setText("Use this epoch")
         self.evaluate_button.setEnabled(self.run_dir is not None and not self.busy)
+        # Quick needs in-training samples (RunDir.samples); without them it would render all.
+        samples = self.run_dir is not None and any(RunDir(self.run_dir).samples.glob("*.png"))
+        self.quick_box.setEnabled(samples and not self.busy)
 
     def set_busy(self, busy: bool) -> None:
         """An evaluation of this view's run is being made (progress shown) or has ended."""

@@ -264,24 +264,25 @@ class TrainTab(QWidget):
         lower = min(sizes[1], 7 * self.fontMetrics().height())
         self.right_split.setSizes([sum(sizes) - lower, lower])
 
-    def start_evaluation(self, run_dir: Path) -> None:
-        """The artist asked for a run's report card: free the GPU (the Generate tab's worker)
-        first, as for training."""
+    def start_evaluation(self, run_dir: Path, quick: bool = False) -> None:
+        """The artist asked for a run's report card (`quick`: on the training samples, see
+        training/evaluate.py): free the GPU (the Generate tab's worker) first, as for
+        training."""
         if self.is_running() or self.waiting_for_gpu:
             return
         if self.before_start is not None and not self.before_start(
-                lambda: self._gpu_freed_for(run_dir)):
+                lambda: self._gpu_freed_for(run_dir, quick)):
             self.waiting_for_gpu = True
             self.update_train_button()
             return
-        self._evaluate(run_dir)
+        self._evaluate(run_dir, quick)
 
-    def _gpu_freed_for(self, run_dir: Path) -> None:
+    def _gpu_freed_for(self, run_dir: Path, quick: bool) -> None:
         self.waiting_for_gpu = False
-        self._evaluate(run_dir)
+        self._evaluate(run_dir, quick)
 
-    def _evaluate(self, run_dir: Path) -> None:
-        self.evaluation.start(run_dir)
+    def _evaluate(self, run_dir: Path, quick: bool = False) -> None:
+        self.evaluation.start(run_dir, quick)
         self.report.set_run(run_dir)
         self.report.set_busy(True)
         self.runs.set_can_resume(False)

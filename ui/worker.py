@@ -78,10 +78,12 @@ class WorkerProcess(QObject):
             args += ["--set", pair]
         self.start(args)
 
-    def start_evaluate(self, run_dir: Path) -> None:
-        """The report card of a finished run (`python -m training evaluate`): status, progress
-        and done events like a run, stopped the same way (`stop`, or stdin closing)."""
-        self.start(["evaluate", str(run_dir), "--control-stdin", "--json"])
+    def start_evaluate(self, run_dir: Path, quick: bool = False) -> None:
+        """The report card of a finished run (`python -m training evaluate`, `--quick` on the
+        training samples): status, progress and done events like a run, stopped the same way
+        (`stop`, or stdin closing)."""
+        self.start(["evaluate", str(run_dir), "--control-stdin", "--json",
+                    *(["--quick"] if quick else [])])
 
     def start_plan_memory(self, project: Path, config_file: Path | None, gpu_gb: float,
                           fit: bool) -> None:

@@ -130,3 +130,34 @@ def test_no_card_when_turned_off_then_made_on_request_with_the_workers_error(
     assert "held out no validation images" in view.message.text()
     assert "Validation images" in view.message.text()
     assert not tab.is_running() and tab.train_button.isEnabled()
+
+
+def test_quick_card_is_asked_for_only_where_the_run_has_samples(qtbot, ready, fake_worker):
+    """"Quick" judges the files on the run's in-training samples (`evaluate --quick`): offered
+    when the run rendered samples, unticked by default, and the card says it is quick."""
+    ready.session.update(evaluate_after_training=False)
+    tab = ready.train_tab
+    assert train(qtbot, ready) == [0, False]
+    run = tab.panel.run_dir
+    tab.runs.report_button.click()
+    view = tab.report
+    assert any((run / "samples").glob("*.png"))  # the fake renders samples each epoch
+    assert view.quick_box.isEnabled() and not view.quick_box.isChecked()
+    view.quick_box.setChecked(True)
+    with qtbot.waitSignal(tab.evaluation.finished, timeout=20000):
+        view.evaluate_button.click()
+    assert fake_worker.args[-1][:2] == ["evaluate", str(run)] and "--quick" in fake_worker.args[-1]
+    # The fake's card is a full one; a quick card is titled as such.
+    card = rc.load(run)
+    card.settings["quick"] = True
+    rc.save(card, run)
+    view.reload()
+    assert "quick (training samples)" in view.title.text()
+    # A run without samples: the box is off, and a click makes a full card.
+    for png in (run / "samples").glob("*.png"):
+        png.unlink()
+    view.reload()
+    assert not view.quick_box.isEnabled()
+    with qtbot.waitSignal(tab.evaluation.finished, timeout=20000):
+        view.evaluate_button.click()
+    assert "--quick" not in fake_worker.args[-1]

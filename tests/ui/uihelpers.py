@@ -29,6 +29,7 @@ class FakeWorkerFactory:
         self.plan_delay, self.plan_weights_gib = 0.2, 2.0  # the memory planner (plan-memory)
         self.created = []
         self.kinds: list[str] = []  # each worker's command (train, serve, plan-memory…), in order
+        self.args: list[list[str]] = []  # each worker's whole command line after the program
 
     def __call__(self):
         from ui.worker import WorkerProcess
@@ -42,7 +43,8 @@ class FakeWorkerFactory:
                  "FAKE_PLAN_WEIGHTS_GIB": str(self.plan_weights_gib)})
         self.created.append(worker)
         start = worker.start
-        worker.start = lambda args: (self.kinds.append(args[0]), start(args))[1]
+        worker.start = lambda args: (self.kinds.append(args[0]), self.args.append(list(args)),
+                                     start(args))[2]
         return worker
 
     def commands(self) -> list[str]:
