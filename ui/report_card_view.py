@@ -213,6 +213,7 @@ class ReportCardView(QWidget):
         quick = " · quick (training samples)" if self.card and self.card.settings.get(
             "quick") else ""
         self.title.setText(f"Report card · {run.name}{quick}" if run else "Report card")
+        self.quick_box.setChecked(bool(quick))  # "Evaluate again" keeps the card's kind
         self.message.setText("" if self.card or not run else
                              "This run has no report card yet. Make one to see which LoRA file "
                              "learned the style without breaking the model.")
@@ -233,7 +234,12 @@ class ReportCardView(QWidget):
         chosen = next((i for i, r in enumerate(self.rows) if r.file and r.file == rec_file),
                       len(self.rows) - 1)
         if self.rows:
+            # Shown even when the same row stays selected (no selection signal then): the card
+            # read again may have new images under the same names.
+            self.table.blockSignals(True)
             self.table.selectRow(chosen)
+            self.table.blockSignals(False)
+            self._on_selection()
         else:
             self._show_images(None)
 
@@ -311,7 +317,9 @@ class ReportCardView(QWidget):
         self.images_title.setText(
             f"<b>{'The base model' if row.is_base else rc.row_name(row, self.rows[1:])}</b>"
             + ("" if row.is_base else " (top) and the base model (bottom)")
-            + ": the same held-out captions and seeds. Double-click an image for full size.")
+            + (": the training samples' prompts and seed" if self.card.settings.get("quick")
+               else ": the same held-out captions and seeds")
+            + ". Double-click an image for full size.")
         for r, shown_row in enumerate(shown):
             name = QLabel("the base model" if shown_row.is_base else
                           f"{rc.row_name(shown_row, self.rows[1:])} · {shown_row.label}")

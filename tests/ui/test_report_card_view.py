@@ -152,7 +152,8 @@ def test_quick_card_is_asked_for_only_where_the_run_has_samples(qtbot, ready, fa
     card.settings["quick"] = True
     rc.save(card, run)
     view.reload()
-    assert "quick (training samples)" in view.title.text()
+    assert "quick (training samples)" in view.title.text() and view.quick_box.isChecked()
+    assert "training samples' prompts" in view.images_title.text()
     # A run without samples: the box is off, and a click makes a full card.
     for png in (run / "samples").glob("*.png"):
         png.unlink()
