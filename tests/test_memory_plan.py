@@ -87,6 +87,29 @@ def test_settings_follow_the_training_config():
     assert (s.width, s.height) == (640, 448) and s.live_text  # the largest bucket and s.precision == "fp32"
     assert s.batch_size == 2 and s.rank == 8 and s.images == 10
     assert not settings_for(TrainConfig(), "m", []).live_text
+    assert (s.encode_batch, s.encode_width) == (4, 0)  # the largest bucket, 4 at a time
+
+
+def test_caching_counts_the_largest_encode_call_not_the_largest_bucket(predict_tiny):
+    """Caching encodes each bucket's images together, 4 at a time up to 768² and one at a
+    time above (training/cache.py): in a mixed SDXL set, four 768² images in one call take
+    more than one 1024² image, so the planner counts that call."""
+    from studio.config import TrainConfig
+
+    mixed = [(1024, 1024)] * 3 + [(768, 768)] * 5
+    s = settings_for(TrainConfig(resolution=1024), "m", mixed)
+    assert (s.width, s.height) == (1024, 1024)  # the training step: the largest bucket
+    assert (s.encode_batch, s.encode_width, s.encode_height) == (4, 768, 768)
+    alone = settings_for(TrainConfig(resolution=1024), "m", [(1024, 1024)] * 3)
+    assert (alone.encode_batch, alone.encode_width) == (1, 0)
+    # On the tiny model (sizes / 16): the caching phase is that of the bigger call.
+    big = predict_tiny(width=64, height=64, encode_batch=1)
+    calls = predict_tiny(width=64, height=64, encode_batch=4, encode_width=48,
+                         encode_height=48)
+    assert calls.caching_bytes == predict_tiny(width=48, height=48,
+                                               encode_batch=4).caching_bytes
+    assert calls.caching_bytes > big.caching_bytes
+    assert calls.training_bytes == big.training_bytes
 
 
 # --- the planner on fake tensors ----------------------------------------------------------

@@ -62,7 +62,8 @@ def to_text(r: dict) -> str:
              f"{s['optimizer']}, base {s['quantization']}",
              f"  training  {gib(p['training_bytes'])}  ({parts})",
              f"  caching   {gib(p['caching_bytes'])}  (VAE encoding {s['encode_batch']} images "
-             f"at a time)",
+             f"at a time" + (f", {s['encode_width']}x{s['encode_height']} px"
+                             if s.get("encode_width") else "") + ")",
              f"  sampling  {gib(p['sampling_bytes'])}" if s["sample_size"] else "  sampling  off",
              f"  the card needs {gib(p['needed_bytes'])} (peak + allocator slack + CUDA context)"]
     if r["gpu_bytes"] and r["fit"] is None:

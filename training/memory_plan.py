@@ -245,14 +245,15 @@ class _Model:
         """Caching latents (fp32 VAE, `encode_batch` images a call, training/cache.py) and then
         text embeddings (the text encoders alone): the larger peak. Nothing else is on the card
         (train.py moves the UNet there after caching)."""
-        key = ("caching", s.width, s.height, s.encode_batch, s.device)
+        width, height = s.encode_width or s.width, s.encode_height or s.height
+        key = ("caching", width, height, s.encode_batch, s.device)
         if key not in self.memo:
             from training import cache
 
             meter = self.new_meter(s)
             meter.add_module(self.vae, "weights")
             with meter, torch.no_grad():
-                dist = self.vae.encode(torch.zeros(s.encode_batch, 3, s.height, s.width)
+                dist = self.vae.encode(torch.zeros(s.encode_batch, 3, height, width)
                                        ).latent_dist
                 _ = dist.mean.float(), dist.std.float()
                 del dist, _
