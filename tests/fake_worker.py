@@ -200,7 +200,8 @@ def serve(project: Path) -> int:
             emit(Ready(base_model=loaded, seconds=0.01, base_loads=loads))
             continue
         if not loaded:
-            emit(Error(message=f"{name}: no base model loaded", field=name))
+            emit(Error(message=f"{name}: no base model loaded", field=name,
+                       id=getattr(cmd, "id", "")))
             continue
         cancel.clear()
         started, req_id = time.monotonic(), getattr(cmd, "id", "")
@@ -263,7 +264,8 @@ def serve(project: Path) -> int:
                 out.write_bytes(len(header).to_bytes(8, "little") + header)
             emit(GenDone(id=req_id, paths=[str(out)], cancelled=False, seconds=0.01))
         else:  # as training/serve.py answers a command that is not its own
-            emit(Error(message=f"{name}: not a command of the generation worker", field=name))
+            emit(Error(message=f"{name}: not a command of the generation worker", field=name,
+                       id=getattr(cmd, "id", "")))
 
 
 def run_settings(project: Path) -> str:

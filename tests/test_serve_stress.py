@@ -107,9 +107,11 @@ def test_malformed_commands_are_answered_at_once_and_serving_goes_on(tmp_path, t
             assert error["hint"] and "Traceback" not in error["message"]
         # 2048x2048 fits the protocol, not this machine (capped at 200 MB for the test): refused
         # at once with the estimate, not run for minutes.
-        worker.send({**GENERATE, "width": 2048, "height": 2048, "out_dir": str(tmp_path)})
+        worker.send({**GENERATE, "width": 2048, "height": 2048, "out_dir": str(tmp_path),
+                     "id": "big"})
         error = worker.next(ANSWER_S)
         assert error["event"] == "error" and error["field"] == "width", error
+        assert error["id"] == "big"  # the window fails that job, not another
         assert "2048x2048 needs about" in error["message"] and "smaller size" in error["hint"]
         worker.send({**GENERATE, "out_dir": str(tmp_path), "id": "after"})  # still serving
         done = worker.until("gen_done")[-1]
@@ -141,6 +143,7 @@ def test_a_malformed_command_during_a_generation_is_answered_at_once(tmp_path, t
             while event["event"] == "gen_progress":
                 event = worker.next(ANSWER_S)
             assert event["event"] == "error" and event["field"] == field, event
+            assert event["id"] == ""  # not the running job's failure
         progress = worker.next(60)  # the generation is still running
         assert progress["event"] == "gen_progress" and progress["id"] == "long"
         worker.send({"cmd": "cancel"})

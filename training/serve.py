@@ -163,6 +163,7 @@ class Server:
             else:
                 log.exception("command %s failed", request.cmd)
             self.sink.emit(protocol.Error(message=f"{request.cmd}: {exc}",
+                                          id=getattr(request, "id", ""),
                                           field=str(getattr(exc, "field", "") or request.cmd),
                                           hint=getattr(exc, "hint", "") or
                                           "See the worker log for details."))

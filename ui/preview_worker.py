@@ -172,10 +172,10 @@ class PreviewWorker(QObject):
                 self._settle()
                 self._fail(self.queue[0] if self.queue else Job(self.load_request),
                            event.message, event.hint)
-            elif job is not None:
+            elif job is not None and event.id == job.id:
                 self._settle()
                 self._fail(job, event.message, event.hint)
-            else:
+            else:  # another request's, or a line the worker refused: the job goes on
                 self.log.emit(f"ERROR: {event.message}")
         elif job is None or getattr(event, "id", job.id) != job.id:
             return  # hello, status, or a late event of a job that is over

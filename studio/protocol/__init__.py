@@ -153,6 +153,9 @@ class Error(Event):
     hint: str = ""
     field: str = ""  # the config field or file the problem is about, when there is one
     fix: dict[str, Any] = dataclasses.field(default_factory=dict)  # settings that fix it
+    # The generation worker: the id of the request that failed; "" for a line it could not read
+    # (refused at once, from its reader thread, while another job may be running).
+    id: str = ""
 
 
 # The generation worker (`python -m training serve`):

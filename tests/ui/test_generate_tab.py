@@ -351,6 +351,34 @@ def test_a_crashed_or_failing_worker_is_reported_and_restarted(qtbot, gen, fake_
     assert tab.error.isHidden() and tab.history.count() == 1
 
 
+def test_an_error_fails_only_the_job_it_names(qtbot, gen, fake_worker):
+    """The worker refuses a line it cannot read at once, from its reader thread, while a job
+    runs (training/serve.py): that error (no id) is logged and the job goes on; an error
+    carrying the job's id fails the job."""
+    from studio import protocol
+
+    tab = gen
+    fake_worker.serve_delay = 0.05
+    logged = []
+    tab.preview.log.connect(logged.append)
+    with qtbot.waitSignal(tab.preview.idle, timeout=TIMEOUT):
+        tab.generate()
+        qtbot.waitUntil(lambda: tab.preview.current is not None, timeout=TIMEOUT)
+        tab.preview._on_event(tab.preview.worker, protocol.Error(
+            message="not a command the worker can read: 'hello'", hint="bad command"))
+    assert tab.error.isHidden() and tab.history.count() == 1
+    assert any("not a command the worker can read" in line for line in logged)
+    failed = []
+    tab.preview.job_failed.connect(lambda job, message, hint: failed.append(message))
+    with qtbot.waitSignal(tab.preview.idle, timeout=TIMEOUT):
+        tab.generate()
+        qtbot.waitUntil(lambda: tab.preview.current is not None, timeout=TIMEOUT)
+        job = tab.preview.current
+        tab.preview._on_event(tab.preview.worker, protocol.Error(
+            message="generate: out of memory", hint="Try a smaller size.", id=job.id))
+    assert failed == ["generate: out of memory"] and "out of memory" in tab.error.text()
+
+
 def test_training_stops_the_preview_first_and_pauses_the_tab(qtbot, gen, fake_worker):
     tab, window = gen, gen.window()
     act(qtbot, tab, tab.generate)
