@@ -157,7 +157,7 @@ class ReportCardView(QWidget):
         left_layout.addLayout(actions)
         right = QWidget()
         right.setLayout(chart_grid)
-        upper = QSplitter(Qt.Orientation.Horizontal)
+        self.upper = upper = QSplitter(Qt.Orientation.Horizontal)
         upper.addWidget(left)
         upper.addWidget(right)
         upper.setStretchFactor(0, 3)
@@ -271,6 +271,24 @@ class ReportCardView(QWidget):
                     cell.setForeground(QColor(theme.MUTED))
                 self.table.setItem(i, column, cell)
         self.table.resizeColumnsToContents()
+        self._fit_table_width()
+
+    def _fit_table_width(self) -> None:
+        """Widen the table to what its columns need where the charts can spare it (they keep
+        their minimum): at 1280 px the validation loss hid behind a scroll bar."""
+        sizes = self.upper.sizes()
+        total = sum(sizes)
+        if total <= 0:  # not laid out yet: showEvent asks again
+            return
+        need = (self.table.horizontalHeader().length() + 2 * self.table.frameWidth()
+                + self.table.verticalScrollBar().sizeHint().width())
+        left = min(need, total - self.upper.widget(1).minimumSizeHint().width())
+        if left > sizes[0]:
+            self.upper.setSizes([left, total - left])
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self._fit_table_width()
 
     def _fill_charts(self, rec_file: str | None) -> None:
         loras = self.rows[1:]

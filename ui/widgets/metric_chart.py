@@ -15,6 +15,7 @@ class MetricChart(QWidget):
         super().__init__(parent)
         self.title = title
         self.better = better  # "lower is better" / "higher is better", shown beside the title
+        self.setToolTip(f"{title}: {better}" if better else title)
         self.points: list[tuple[str, float]] = []  # (x label, value), in training order
         self.reference: float | None = None  # the base model's value
         self.marked: int | None = None  # index of the recommended point
@@ -43,8 +44,12 @@ class MetricChart(QWidget):
         painter.setPen(pal.color(QPalette.ColorRole.Text))
         head = QRectF(8, 4, self.width() - 16, fm.height())
         painter.drawText(head, Qt.AlignmentFlag.AlignLeft, self.title)
-        painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
-        painter.drawText(head, Qt.AlignmentFlag.AlignRight, self.better)
+        # The hint only where it fits beside the title (a narrow chart drew one over the
+        # other); the tooltip always has it.
+        if fm.horizontalAdvance(self.title) + 12 + fm.horizontalAdvance(self.better) \
+                <= head.width():
+            painter.setPen(pal.color(QPalette.ColorRole.PlaceholderText))
+            painter.drawText(head, Qt.AlignmentFlag.AlignRight, self.better)
         values = [v for _, v in self.points] + ([self.reference] if self.reference is not None
                                                  else [])
         area = QRectF(8, fm.height() + 10, self.width() - 16, self.height() - 2 * fm.height()
