@@ -120,3 +120,17 @@ def test_resumed_ranks_draw_their_own_noise(tmp_path, tiny_model):
     assert draws[0] != draws[1]  # every rank restored its own generator
     for r in (0, 1):  # and continued exactly where it stopped
         assert draws[r] == [x["draw"] for x in records(whole, r)][2:]
+
+
+def test_out_of_memory_on_rank_0_while_caching_ends_every_rank(tmp_path, tiny_model):
+    """Rank 0 caches first while the others wait at a barrier (train.cache,
+    accelerator.main_process_first); when it runs out of memory there, the launcher ends the
+    waiting ranks (torchrun stops the group when one worker fails): the run ends at once with
+    rank 0's error and its lever, nothing hangs."""
+    project = make_project(tmp_path / "p", tiny_model, max_steps=4, sample_every_n_epochs=0)
+    run = run_worker("train", str(project), faults={"oom": "caching"}, nproc=2, timeout=120)
+    assert run.returncode == 1
+    error = run.of("error")[0]
+    assert "ran out of memory while encoding the images" in error["message"]
+    assert error["field"] == "resolution" and "Lower the resolution" in error["hint"]
+    assert not run.of("done")
