@@ -30,8 +30,14 @@ def test_check_reports_plan_model_and_doctor(tmp_path, tiny_model):
     assert r["steps_per_epoch"] == per_bucket and r["total_steps"] == 3 * per_bucket
     assert r["lora"]["layers"] == 32 and r["lora"]["params"] == 15_360
     assert r["device"]["kind"] == "cpu" and [p["preset"] for p in r["presets"]][0] == "gpu-6gb"
+    # The time counts the samples (each epoch) and validation losses (2 held out) too.
+    parts = r["estimated_parts"]
+    assert abs(parts["training"] - r["seconds_per_step"] * r["total_steps"]) < 0.01
+    assert parts["samples"] > 0 and parts["validation"] > 0
+    assert abs(r["estimated_seconds"] - sum(parts.values())) < 0.2
     text = check(project).stdout
     assert "Steps:" in text and "Dataset check of" in text and "Buckets:" in text
+    assert "Time (rough):" in text and "samples" in text and "validation" in text
 
 
 def test_check_fails_on_a_broken_dataset(tmp_path, tiny_model):

@@ -148,9 +148,13 @@ def test_a_step_copies_to_the_device_once(monkeypatch, tmp_path, tiny_model):
 
 
 def test_eta_counts_the_samples_still_to_come():
-    cfg = TrainConfig(sample_every_n_epochs=1, sample_every_n_steps=0)
-    eta = Eta(total=10, per_epoch=5, cfg=cfg, has_validation=True, sample_guess_steps=4,
-              validation_guess_steps=1)
+    # Guessed before they run, in training steps of batch 5 (3 forwards per image): a sample
+    # is 1 prompt x 30 denoising steps x 2 forwards = 4 steps; validation 3 images x 5 = 1.
+    cfg = TrainConfig(sample_every_n_epochs=1, sample_every_n_steps=0, batch_size=5,
+                      sample_steps=30)
+    eta = Eta(total=10, per_epoch=5, cfg=cfg, prompts=1, validation_images=3)
+    # What `check` says before the run, for 1 s steps.
+    assert eta.planned(1.0) == pytest.approx({"training": 10, "samples": 8, "validation": 2})
     for seconds in (9.0, 1.0, 1.0):  # the first step's warm-up is left out
         eta.step_done(seconds)
     # 7 steps of 1 s, samples after steps 5 and 10 (guessed at 4 steps each), validation at

@@ -18,7 +18,10 @@ from studio import config, estimate
 from studio.base_model import inspect as base_model
 from studio.dataset import buckets, plan, scanner
 from studio.config import TrainConfig
+from studio.dataset.augment import full_caption
 from studio.runs.project import Project
+from training import sampling
+from training.progress import Eta
 
 PRESETS = Path(__file__).resolve().parent.parent / "assets" / "presets"
 # Rough seconds per image-step of the full SD1.5 UNet at 512x512 with a LoRA (machine-notes.md §3:
@@ -92,6 +95,11 @@ def report(project: Project, cfg: TrainConfig) -> dict:
     device = device_info()
     memory = predicted(project, cfg, items, device["memory_bytes"])
     step_s = seconds_per_step(device["kind"], info.unet_params, cfg)
+    # The run's samples and validation losses too, guessed as the training ETA guesses them
+    # before they have run (training/progress.Eta): on a CPU they can cost more than training.
+    prompts = sampling.sample_prompts(cfg, [full_caption(it.caption, cfg.trigger_word)
+                                            for it in train_items])
+    parts = Eta(total, per_epoch, cfg, len(prompts), len(held)).planned(step_s)
     return {
         "project": str(project.root), "dataset": str(folder),
         "images": len(items), "training_images": len(train_items), "validation_images": len(held),
@@ -109,7 +117,9 @@ def report(project: Project, cfg: TrainConfig) -> dict:
         "device": device,
         "gpu_memory": memory,  # the planner's cached figure, never a guess
         "gpu_memory_bytes": memory["needed_bytes"],  # None: not predicted yet
-        "seconds_per_step": round(step_s, 4), "estimated_seconds": round(step_s * total, 1),
+        "seconds_per_step": round(step_s, 4),
+        "estimated_seconds": round(sum(parts.values()), 1),
+        "estimated_parts": {k: round(v, 2) for k, v in parts.items()},
         "presets": fitting_presets(project, cfg, items, device["memory_bytes"]),
         "doctor": doc.to_json(),
         "doctor_text": doc.to_text(),
@@ -146,8 +156,13 @@ def to_text(r: dict) -> str:
     else:
         lines.append(f"GPU memory: not predicted yet (python -m training plan-memory "
                      f"{r['project']})")
+    parts = r["estimated_parts"]
+    extras = ", ".join(f"{k} {estimate.human_duration(v)}" for k, v in parts.items()
+                       if k != "training" and v)
     lines.append(f"Time (rough): {estimate.human_duration(r['estimated_seconds'])} at "
-                 f"~{r['seconds_per_step']:.2f} s/step on this device")
+                 f"~{r['seconds_per_step']:.2f} s/step on this device"
+                 + (f" (training {estimate.human_duration(parts['training'])}, {extras})"
+                    if extras else ""))
     known = [p for p in r["presets"] if p["predicted"]]
     if d["kind"] == "cuda" and known:
         fits = [p["preset"] for p in known if p["fits"]]

@@ -25,14 +25,18 @@ def sample_steps(cfg: TrainConfig, total: int, per_epoch: int) -> list[int]:
 class Eta:
     """Seconds left: (steps left) × (seconds per training step, without extras) + for each kind
     of extra (samples, validation) its occurrences left × its measured seconds. Before an extra
-    has run once, its cost is guessed from the step time (`guess_steps` steps' worth)."""
+    has run once, its cost is guessed from the step time: a training step is about 3 forward
+    passes of its batch (forward + backward); a sample is 2 forwards (classifier-free guidance)
+    per denoising step and prompt; the validation loss 5 per held-out image
+    (training/validation.py's timesteps)."""
 
-    def __init__(self, total: int, per_epoch: int, cfg: TrainConfig, has_validation: bool,
-                 sample_guess_steps: float, validation_guess_steps: float):
+    def __init__(self, total: int, per_epoch: int, cfg: TrainConfig, prompts: int,
+                 validation_images: int):
         self.total, self.per_epoch = total, max(per_epoch, 1)
         self.samples = sample_steps(cfg, total, per_epoch)
-        self.has_validation = has_validation
-        self.guess = {"sample": sample_guess_steps, "validation": validation_guess_steps}
+        self.has_validation = validation_images > 0
+        self.guess = {"sample": prompts * cfg.sample_steps * 2 / (3 * cfg.batch_size),
+                      "validation": validation_images * 5 / (3 * cfg.batch_size)}
         self.first_step: float | None = None
         self.step_sum, self.step_n = 0.0, 0  # the steps after the first
         self.extra_seconds: dict[str, list[float]] = {"sample": [], "validation": []}
@@ -64,6 +68,13 @@ class Eta:
             return 0
         ends = self.total // self.per_epoch - step // self.per_epoch  # epoch ends to come
         return ends + (1 if self.total % self.per_epoch and step < self.total else 0)
+
+    def planned(self, per_step: float) -> dict[str, float]:
+        """Before the run (`python -m training check`): the whole run's seconds by part, for
+        a guessed step time."""
+        return {"training": per_step * self.total,
+                "samples": per_step * self.guess["sample"] * self.left("sample", 0),
+                "validation": per_step * self.guess["validation"] * self.left("validation", 0)}
 
     def seconds_left(self, step: int) -> float | None:
         if self.first_step is None:

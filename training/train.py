@@ -233,12 +233,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     unet.train()
     loss_sum, loss_n, bad_steps, files, saved, shown_loss = 0.0, 0, 0, [], False, 0.0
     last_resume_point = time.monotonic()
-    # Before samples or validation have run once, their cost is guessed from the step time: a
-    # training step is about 3 forward passes of its batch (forward + backward); a sample is
-    # 2 forwards (classifier-free guidance) per denoising step; validation 5 per image.
-    eta = Eta(total, per_epoch, cfg, val is not None,
-              len(prompts) * cfg.sample_steps * 2 / (3 * cfg.batch_size),
-              (len(val.items) if val else 0) * 5 / (3 * cfg.batch_size))
+    eta = Eta(total, per_epoch, cfg, len(prompts), len(val.items) if val else 0)
     while step < total:
         t_step = time.monotonic()
         finite = None
