@@ -125,9 +125,16 @@ class TrainingSet:
 
 
 def vae_decoder(vae):
-    """`decode` for TrainingSet: the base model's VAE from unscaled latents, in fp32."""
+    """`decode` for TrainingSet: the base model's VAE from unscaled latents, in fp32, in tiles
+    above 768² px as training samples are (sampling.vae_tiles: an SDXL 1024 px decode in fp32
+    beside the fp16 UNet would not fit an 8 GB card whole)."""
+    from training.sampling import vae_tiles
+
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+
     @torch.no_grad()
     def decode(latents: torch.Tensor) -> torch.Tensor:
-        with fp32(vae) as device:
+        height, width = (side * scale for side in latents.shape[-2:])
+        with fp32(vae) as device, vae_tiles(vae, width, height):
             return vae.decode(latents.to(device)).sample
     return decode
