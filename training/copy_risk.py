@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from training.sampling import vae_tiles
 from training.style_stats import fp32
 
 SSIM_SIDE = 128  # SSIM is computed on images scaled down to at most this many pixels a side
@@ -128,8 +129,6 @@ def vae_decoder(vae):
     """`decode` for TrainingSet: the base model's VAE from unscaled latents, in fp32, in tiles
     above 768² px as training samples are (sampling.vae_tiles: an SDXL 1024 px decode in fp32
     beside the fp16 UNet would not fit an 8 GB card whole)."""
-    from training.sampling import vae_tiles
-
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
 
     @torch.no_grad()
