@@ -318,7 +318,8 @@ def evaluate(run: Path) -> int:
                 out = save_png(image, prompt, run / rc.IMAGES_DIR / label / f"{k:02d}-s{seed}.png")
                 images.append(out.relative_to(run).as_posix())
                 done += 1
-                emit(Progress(step=done, total=total, epoch=epoch or 0))
+                emit(Progress(step=done, total=total, epoch=epoch or 0,
+                              eta_s=(total - done) * delay))  # as training/evaluate._tick
         fidelity = 0.9 if n <= 2 else max(0.0, 0.9 - 0.25 * (n - 2))
         rows.append(rc.Row(
             label=label, file=path.relative_to(run).as_posix() if path else None, epoch=epoch,

@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject, Signal
 
 from studio import protocol
 from studio.protocol import crash_hints
+from studio.units import human_duration
 from ui.worker import WorkerProcess
 
 
@@ -29,6 +30,7 @@ class Evaluation(QObject):
         self.run_dir: Path | None = None
         self.text = ""
         self.done = self.total = 0
+        self.eta_s: float | None = None  # seconds left, as the worker measures them
         self._error: protocol.Error | None = None
         self._result: protocol.Done | None = None
 
@@ -44,6 +46,7 @@ class Evaluation(QObject):
         if self.worker is not None:
             self.worker.deleteLater()
         self.run_dir, self.text, self.done, self.total = Path(run_dir), "Starting…", 0, 0
+        self.eta_s: float | None = None
         self._error = self._result = None
         self.worker = worker = self.worker_factory()
         worker.setParent(self)
@@ -64,7 +67,7 @@ class Evaluation(QObject):
         if isinstance(event, protocol.Status):
             self.text = event.text or self.text
         elif isinstance(event, protocol.Progress):
-            self.done, self.total = event.step, event.total
+            self.done, self.total, self.eta_s = event.step, event.total, event.eta_s
         elif isinstance(event, protocol.Error):
             self._error = event
             return
@@ -74,7 +77,13 @@ class Evaluation(QObject):
         else:
             return
         if not self.worker.stop_requested:
-            self.progress.emit(self.done, self.total, self.text)
+            self.progress.emit(self.done, self.total, self.shown_text())
+
+    def shown_text(self) -> str:
+        """The worker's status, and the time left once it has measured some work."""
+        if self.eta_s is None or not self.done or self.done >= self.total:
+            return self.text
+        return f"{self.text} · about {human_duration(self.eta_s)} left"
 
     def _on_finished(self, exit_code: int, crashed: bool) -> None:
         worker, result, error = self.worker, self._result, self._error

@@ -98,7 +98,8 @@ class ReportCardView(QWidget):
             "of the time. Needs samples (Samples every N epochs) at the files' steps.")
         self.progress_text = QLabel()
         self.progress = QProgressBar()
-        self.progress.setFormat("%v / %m images")
+        # Rendering and judging each image are its steps: a percentage, not an image count.
+        self.progress.setFormat("%p %")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setToolTip("Stop making the report card (nothing is written).")
         self.cancel_button.clicked.connect(self.cancel_requested)

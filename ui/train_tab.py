@@ -257,7 +257,7 @@ class TrainTab(QWidget):
         if self.evaluation.is_running() and self.evaluation.run_dir == Path(run_dir):
             self.report.set_busy(True)
             self.report.on_progress(self.evaluation.done, self.evaluation.total,
-                                    self.evaluation.text)
+                                    self.evaluation.shown_text())
         self.views.setCurrentWidget(self.report)
         # The card's images need the height: the log and runs below keep a few lines.
         sizes = self.right_split.sizes()

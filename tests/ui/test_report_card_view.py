@@ -100,6 +100,7 @@ def test_auto_evaluation_shows_progress_and_can_be_cancelled(qtbot, ready, fake_
     files = lora_catalog.run_loras(RunDir(run)).checkpoints_oldest_first()
     # 4 images (2 prompts × 2 seeds) for the base and for every LoRA file (per epoch + final)
     assert view.progress.maximum() == 4 * (1 + len(files)) and len(files) >= 2
+    assert "left" in view.progress_text.text()  # the worker's ETA, once it has measured some
     assert "Report card" in tab.views.tabText(1)
     with qtbot.waitSignal(tab.run_finished, timeout=20000) as finished:
         view.cancel_button.click()
