@@ -39,7 +39,7 @@ RESUME_SAFE = {"output_name", "save_every_n_steps", "save_every_n_epochs",
                "sample_prompts", "sample_steps", "sample_cfg_scale", "save_dtype",
                "export_diffusers", "author", "description", "cpu_threads",
                "schema", "checkpoint_every_minutes", "keep_checkpoints",
-               "evaluate_after_training"}
+               "evaluate_after_training", "quick_report_card"}
 # Not safe, though they look like bookkeeping: validation_images picks the held-out images (the
 # data split, so what trains); the rest above only change what is written or how often.
 

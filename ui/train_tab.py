@@ -242,7 +242,7 @@ class TrainTab(QWidget):
             # The report card right away (evaluate_after_training): the run counts as running
             # until it is made or cancelled, so the Generate tab's worker waits for the GPU.
             self._after_evaluation = (exit_code, crashed)
-            self._evaluate(run_dir)
+            self._evaluate(run_dir, report_card.quick_after(run_dir))
             return
         self.runs.set_can_resume(True)
         self.update_train_button()

@@ -175,6 +175,14 @@ def evaluate_after(run_dir: Path) -> bool:
     return wanted and bool(validation_losses(run_dir / "events.jsonl")[0])
 
 
+def quick_after(run_dir: Path) -> bool:
+    """Whether that card is the quick one (quick_report_card: on the training samples)."""
+    try:
+        return config.load(Path(run_dir) / "config.toml").quick_report_card
+    except (OSError, ValueError, config.ConfigError):
+        return False
+
+
 # --- The pure rules -----------------------------------------------------------------------
 
 

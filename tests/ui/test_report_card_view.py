@@ -163,3 +163,10 @@ def test_quick_card_is_asked_for_only_where_the_run_has_samples(qtbot, ready, fa
     with qtbot.waitSignal(tab.evaluation.finished, timeout=20000):
         view.evaluate_button.click()
     assert "--quick" not in fake_worker.args[-1]
+
+
+def test_the_card_after_training_is_quick_when_the_settings_say_so(qtbot, ready, fake_worker):
+    ready.session.update(quick_report_card=True)
+    tab = ready.train_tab
+    assert train(qtbot, ready) == [0, False]
+    assert fake_worker.args[-1][0] == "evaluate" and "--quick" in fake_worker.args[-1]
