@@ -46,7 +46,7 @@ class Evaluation(QObject):
         if self.worker is not None:
             self.worker.deleteLater()
         self.run_dir, self.text, self.done, self.total = Path(run_dir), "Starting…", 0, 0
-        self.eta_s: float | None = None
+        self.eta_s = None
         self._error = self._result = None
         self.worker = worker = self.worker_factory()
         worker.setParent(self)

@@ -167,20 +167,22 @@ def evaluate_after(run_dir: Path) -> bool:
     """Whether the app makes the card as soon as this finished run ends: the run's own settings
     ask for it (evaluate_after_training) and it measured a validation loss, i.e. it held out
     images to judge the style against (without them `evaluate` refuses, training/evaluate.py)."""
-    run_dir = Path(run_dir)
-    try:
-        wanted = config.load(run_dir / "config.toml").evaluate_after_training
-    except (OSError, ValueError, config.ConfigError):
-        return False
-    return wanted and bool(validation_losses(run_dir / "events.jsonl")[0])
+    cfg = _run_config(run_dir)
+    return bool(cfg and cfg.evaluate_after_training
+                and validation_losses(Path(run_dir) / "events.jsonl")[0])
 
 
 def quick_after(run_dir: Path) -> bool:
     """Whether that card is the quick one (quick_report_card: on the training samples)."""
+    cfg = _run_config(run_dir)
+    return bool(cfg and cfg.quick_report_card)
+
+
+def _run_config(run_dir: Path) -> config.TrainConfig | None:
     try:
-        return config.load(Path(run_dir) / "config.toml").quick_report_card
+        return config.load(Path(run_dir) / "config.toml")
     except (OSError, ValueError, config.ConfigError):
-        return False
+        return None
 
 
 # --- The pure rules -----------------------------------------------------------------------
