@@ -10,8 +10,9 @@ studio.runs.report_card.is_near_copy, shared with the window.
 SSIM is reported relative to its ceiling: every generated image comes out of the base model's
 VAE decoder, which cannot redraw a training image more faithfully than its own round trip
 (encode, decode) does. The pocket model's VAE round trip of its training images scores SSIM
-0.74-0.91 (64 px, the 57 demo images); SD's VAE loses less at 512 px but never nothing. Dividing by that image's
-round-trip SSIM makes 1.0 "as close as this model can draw it" on every model.
+0.74-0.91 (64 px, the 57 demo images); SD's VAE loses less at 512 px but never nothing.
+Dividing by that image's round-trip SSIM makes 1.0 "as close as this model can draw it" on
+every model.
 """
 
 from __future__ import annotations
