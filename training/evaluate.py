@@ -396,9 +396,8 @@ def cli(args: argparse.Namespace) -> int:
                         handlers=[logging.StreamHandler(sys.stderr)], force=True)
     control = Control(stdin_control=args.control_stdin)
     given = dict(seeds=args.seeds, variants=args.variants, copy_prompts=args.copy_prompts,
-                 steps=args.steps,
-                 cfg_scale=args.cfg, timesteps=args.timesteps, margin=args.margin, device=args.device,
-                 quick=args.quick)
+                 steps=args.steps, cfg_scale=args.cfg, timesteps=args.timesteps,
+                 margin=args.margin, device=args.device, quick=args.quick)
     opts = Options(**{k: v for k, v in given.items() if v is not None})
     opts.seeds, opts.timesteps = max(1, opts.seeds), max(1, opts.timesteps)
     opts.variants, opts.copy_prompts = max(0, opts.variants), max(0, opts.copy_prompts)
