@@ -18,7 +18,6 @@ from studio import config, estimate
 from studio.base_model import inspect as base_model
 from studio.dataset import buckets, plan, scanner
 from studio.config import TrainConfig
-from studio.dataset.augment import full_caption
 from studio.runs.project import Project
 from training import sampling
 from training.progress import Eta
@@ -97,8 +96,7 @@ def report(project: Project, cfg: TrainConfig) -> dict:
     step_s = seconds_per_step(device["kind"], info.unet_params, cfg)
     # The run's samples and validation losses too, guessed as the training ETA guesses them
     # before they have run (training/progress.Eta): on a CPU they can cost more than training.
-    prompts = sampling.sample_prompts(cfg, [full_caption(it.caption, cfg.trigger_word)
-                                            for it in train_items])
+    prompts = sampling.sample_prompts(cfg, train_items)
     parts = Eta(total, per_epoch, cfg, len(prompts), len(held)).planned(step_s)
     return {
         "project": str(project.root), "dataset": str(folder),

@@ -116,6 +116,9 @@ class Evaluation:
         if not self.files:
             raise EvaluationError(f"No LoRA files in {self.run.path}.",
                                   "Evaluate a run that finished or saved checkpoints.")
+        # (epoch, step) each file was saved at, from its header (ss_epoch, ss_steps).
+        self.saved_at = {path: (_int(meta.get("ss_epoch")), _int(meta.get("ss_steps")))
+                         for path in self.files for meta in [read_header(path)[1]]}
         self.size = self.cfg.resolution
         if opts.quick:  # what the samples were made with (training/sampling.render)
             self.seeds, self.steps = [self.cfg.seed], self.cfg.sample_steps
@@ -171,8 +174,7 @@ class Evaluation:
         training captions as train.py passes them), those with the trigger word first, as they
         are the style sample; every one is asked the classifier's question."""
         trigger = self.cfg.trigger_word
-        made = sampling.sample_prompts(self.cfg, [full_caption(it.caption, trigger)
-                                                  for it in self.train_items])
+        made = sampling.sample_prompts(self.cfg, self.train_items)
         triggered = [k for k, p in enumerate(made) if trigger and trigger in split_tags(p)]
         self.sample_index = triggered + [k for k in range(len(made)) if k not in triggered]
         self.prompts = [made[k] for k in self.sample_index]
@@ -188,7 +190,7 @@ class Evaluation:
         has all of them."""
         found = {}
         for path in self.files:
-            step = _int(read_header(path)[1].get("ss_steps"))
+            step = self.saved_at[path][1]
             files = [self.run.samples / f"step{step:06d}-{k}.png" for k in self.sample_index] \
                 if step is not None else []
             if files and all(f.is_file() for f in files):
@@ -305,8 +307,7 @@ class Evaluation:
 
     def _row(self, path: Path | None) -> tuple[rc.Row | None, dict[str, float]]:
         label = rc.BASE_LABEL if path is None else path.stem
-        meta = read_header(path)[1] if path else {}
-        epoch, step = _int(meta.get("ss_epoch")), _int(meta.get("ss_steps"))
+        epoch, step = self.saved_at[path] if path else (None, None)
         self.sink.emit(Status("evaluating", f"Rendering {label}", {"file": str(path or "")}))
         images, saved = self._render(path, label, epoch)
         if images is None:

@@ -20,8 +20,11 @@ from studio.protocol import GenerateRequest
 from training.generate import Generator, pipeline_from_base, save_png
 
 
-def sample_prompts(cfg: TrainConfig, captions: list[str]) -> list[str]:
-    """Each prompt with the trigger word and, as a control, without it."""
+def sample_prompts(cfg: TrainConfig, items: list) -> list[str]:
+    """The prompts a run samples, from its training items (studio.dataset Items): each with the
+    trigger word and, as a control, without it. Training, `check` and the quick report card ask
+    this one function."""
+    captions = (full_caption(it.caption, cfg.trigger_word) for it in items)
     base = list(cfg.sample_prompts) or list(dict.fromkeys(c for c in captions if c))[:2] or [""]
     prompts = []
     for prompt in base:

@@ -202,7 +202,7 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     # The bare modules (no DDP wrapper), for saving, resume points, samples and validation.
     plain_unet = accelerator.unwrap_model(unet)
     plain_text = tuple(accelerator.unwrap_model(te) for te in wrapped_text)
-    prompts = sampling.sample_prompts(cfg, data.captions)
+    prompts = sampling.sample_prompts(cfg, train_items)
     facts = run_facts(base, cfg, project, train_items, total, started_at,
                       accelerator.mixed_precision)
     sink.emit(Status("training", f"Training {n_trainable:,} LoRA parameters "

@@ -81,6 +81,7 @@ class ReportCardView(QWidget):
         self.card: rc.ReportCard | None = None
         self.rows: list[rc.Row] = []  # the table's rows: base first, then training order
         self.busy = False
+        self.has_samples = False  # the run rendered samples (read on reload)
         self.title = QLabel("Report card")
         theme.set_role(self.title, "heading")
         self.evaluate_button = QPushButton("Make report card")
@@ -215,6 +216,8 @@ class ReportCardView(QWidget):
             "quick") else ""
         self.title.setText(f"Report card · {run.name}{quick}" if run else "Report card")
         self.quick_box.setChecked(bool(quick))  # "Evaluate again" keeps the card's kind
+        # Quick needs in-training samples (RunDir.samples); without them it would render all.
+        self.has_samples = run is not None and any(RunDir(run).samples.glob("*.png"))
         self.message.setText("" if self.card or not run else
                              "This run has no report card yet. Make one to see which LoRA file "
                              "learned the style without breaking the model.")
@@ -373,9 +376,7 @@ class ReportCardView(QWidget):
         else:
             self.use_button.setText("Use this epoch")
         self.evaluate_button.setEnabled(self.run_dir is not None and not self.busy)
-        # Quick needs in-training samples (RunDir.samples); without them it would render all.
-        samples = self.run_dir is not None and any(RunDir(self.run_dir).samples.glob("*.png"))
-        self.quick_box.setEnabled(samples and not self.busy)
+        self.quick_box.setEnabled(self.has_samples and not self.busy)
 
     def set_busy(self, busy: bool) -> None:
         """An evaluation of this view's run is being made (progress shown) or has ended."""

@@ -51,14 +51,6 @@ def encode_batch(width: int, height: int) -> int:
     return 1 if width * height > ONE_AT_A_TIME_PIXELS else ENCODE_BATCH
 
 
-def largest_encode(buckets: list[tuple[int, int]]) -> tuple[int, int, int]:
-    """(width, height, images per call) of the largest VAE encode call caching makes: it
-    encodes each bucket's images together, encode_batch(size) at a time (training/cache.py),
-    so the largest bucket is not always the largest call."""
-    return max(((w, h, encode_batch(w, h)) for w, h in set(buckets)),
-               key=lambda c: (c[0] * c[1] * c[2], c[0] * c[1], c))
-
-
 def sample_vae_tile(width: int, height: int) -> int:
     """The tile size (px) a sample of this size is decoded in; 0: decoded whole."""
     return VAE_TILE_PX if width * height > ONE_AT_A_TIME_PIXELS else 0
@@ -83,7 +75,7 @@ class MemorySettings:
     sample_size: int = 512  # samples render square at this size; 0 = no sampling
     encode_batch: int = 4  # images per VAE encode while caching latents
     # The bucket of the largest of those encode calls when it is not width x height (0: it is):
-    # 768² images 4 at a time take more than one 1024² image (see largest_encode).
+    # 768² images 4 at a time take more than one 1024² image (see encoding).
     encode_width: int = 0
     encode_height: int = 0
     images: int = 0  # dataset images whose cached latents (and texts) are kept on the GPU
@@ -237,8 +229,12 @@ def settings_for(cfg, model: str, buckets: list[tuple[int, int]], images: int = 
 
 
 def encoding(buckets: list[tuple[int, int]], width: int, height: int) -> dict:
-    """MemorySettings' encode fields for a dataset whose largest bucket is width x height."""
-    w, h, n = largest_encode(buckets or [(width, height)])
+    """MemorySettings' encode fields for a dataset whose largest bucket is width x height: the
+    largest VAE encode call caching makes. It encodes each bucket's images together,
+    encode_batch(size) at a time (training/cache.py), so the largest bucket is not always the
+    largest call."""
+    w, h, n = max(((w, h, encode_batch(w, h)) for w, h in set(buckets or [(width, height)])),
+                  key=lambda c: (c[0] * c[1] * c[2], c[0] * c[1], c))
     same = (w, h) == (width, height)
     return dict(encode_batch=n, encode_width=0 if same else w, encode_height=0 if same else h)
 
