@@ -1,10 +1,11 @@
-"""GPU memory planner: predicts peak VRAM by running one training step on fake tensors (no GPU).
+"""GPU memory planner: predicts peak VRAM by running one training step on meta tensors (no GPU).
 
 The base model's UNet, VAE and text encoders are built from their config.json files on the meta
-device and materialised as fake tensors (torch FakeTensorMode: shapes and dtypes, no storage),
-then the trainer's own code runs on them: `models.add_lora`, `models.add_text_lora`,
+device (shapes and dtypes, no storage), then the trainer's own code runs on them: `models.add_lora`, `models.add_text_lora`,
 `cache.encode_text`, `loss.diffusion_loss`, `optim.build_optimizer`, backward, clipping and the
-optimizer update. `memory_track.LiveBytes` counts every storage an op creates and frees, so the
+optimizer update (on fake tensors: the fused optimizers have no meta kernels).
+`memory_track.OnMeta` supplies what meta tensors lack (autocast, the CPU's fused attention), and
+`memory_track.LiveBytes` counts every storage an op creates and frees, so the
 peak is that of the real step, including what autocast casts and backward saves. Three phases
 are counted: caching latents (VAE in fp32), the training step, and a sample render mid-run.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,7 +27,7 @@ from studio import atomic
 from studio.machine import memory_fit
 from studio.config import Optimizer, TargetPreset, TrainConfig
 from studio.machine.memory_fit import PLANNER_VERSION, MemorySettings, Plan
-from training.memory_track import CudaAutocast, LiveBytes
+from training.memory_track import CudaAutocast, LiveBytes, OnMeta
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ROUNDING = {"cuda": 512, "cpu": 1}  # the CUDA caching allocator rounds every block up to 512 B
@@ -52,7 +54,7 @@ def _build(configs: dict, part: str, dtype: torch.dtype, device: str = "meta"):
 
     c = configs[part]
     logging.set_verbosity_error()  # "modules that should be kept in float32: []" on every cast
-    # On the meta device: no init work, no memory. `_materialise` turns it into fake tensors.
+    # On the meta device: no init work, no memory.
     with torch.device(device):
         if part == "unet":
             module = UNet2DConditionModel.from_config(c)
@@ -68,23 +70,20 @@ def _build(configs: dict, part: str, dtype: torch.dtype, device: str = "meta"):
     return module
 
 
-def _materialise(*modules) -> list[list[torch.nn.Parameter]]:
-    """Inside a FakeTensorMode: meta modules become fake CPU tensors (dtypes kept); returns
-    each module's trainable parameters (the new Parameter objects)."""
-    out = []
-    for m in modules:
-        if next(m.parameters()).device.type == "meta":
-            m.to_empty(device="cpu")
-        out.append([p for p in m.parameters() if p.requires_grad])
-    return out
+def _trainable(module) -> list[torch.nn.Parameter]:
+    return [p for p in module.parameters() if p.requires_grad]
 
 
 class _Tokens:
-    """Stands in for a CLIP tokenizer: every caption becomes TOKENS ids (fake tensors)."""
+    """Stands in for a CLIP tokenizer: every caption becomes TOKENS ids."""
     model_max_length = TOKENS
 
+    def __init__(self, device: torch.device):
+        self.device = device
+
     def __call__(self, captions, **_):
-        return SimpleNamespace(input_ids=torch.zeros(len(captions), TOKENS, dtype=torch.long))
+        return SimpleNamespace(input_ids=torch.zeros(len(captions), TOKENS, dtype=torch.long,
+                                                     device=self.device))
 
 
 def _train_config(s: MemorySettings) -> TrainConfig:
@@ -118,13 +117,17 @@ def quantized_bytes(s: MemorySettings, unet: torch.nn.Module):
     return scale
 
 
-def _checkpoint(module, *args):
-    """diffusers' default checkpointing call (non-reentrant), with CUDA's fp32 autocast ops also
-    in the recomputation: torch function modes are not active during backward."""
+def _checkpointing(recompute):
+    """diffusers' default checkpointing call (non-reentrant), with `recompute()` (the planner's
+    torch function modes: CUDA's fp32 ops, meta autocast) around the recomputation: function
+    modes are not active during backward. No RNG state is kept: meta tensors have none."""
     from contextlib import nullcontext
 
-    return torch.utils.checkpoint.checkpoint(module.__call__, *args, use_reentrant=False,
-                                             context_fn=lambda: (nullcontext(), CudaAutocast()))
+    def run(module, *args):
+        return torch.utils.checkpoint.checkpoint(
+            module.__call__, *args, use_reentrant=False, preserve_rng_state=False,
+            context_fn=lambda: (nullcontext(), recompute()))
+    return run
 
 
 def _optimizer(s, cfg, params, groups, keep):
@@ -153,8 +156,7 @@ def _optimizer(s, cfg, params, groups, keep):
     return update
 
 
-def _step(s, unet, base, scheduler, meter, update, context, sdxl, fp32_ops, autocast,
-          at_update: dict):
+def _step(s, m: "_Model", meter, update, at_update: dict):
     """One optimizer step of train.py's loop; returns (forward/backward peak, its parts,
     activations at the end of forward, peak during the update); `at_update` gets the live
     total and parts as the update starts."""
@@ -162,24 +164,24 @@ def _step(s, unet, base, scheduler, meter, update, context, sdxl, fp32_ops, auto
     from training.loss import diffusion_loss
 
     b, h, w = s.batch_size, s.height // 8, s.width // 8
-    dtype = DTYPES[s.precision]
+    randn = m.randn
     meter.phase = "data"
-    latents = torch.randn(b, 4, h, w) + torch.randn(b, 4, h, w)  # mean + std * noise
-    noise, timesteps = torch.randn(b, 4, h, w), torch.randint(0, 1000, (b,))
+    latents = randn(b, 4, h, w) + randn(b, 4, h, w)  # mean + std * noise
+    noise, timesteps = randn(b, 4, h, w), torch.randint(0, 1000, (b,), device=m.device)
     added = None
     if s.live_text:
         with torch.set_grad_enabled(s.train_text_encoder):
-            text, pooled = cache.encode_text(base, ["caption"] * b, torch.device("cpu"))
+            text, pooled = cache.encode_text(m.base, ["caption"] * b, m.device)
     else:
-        text, pooled = torch.randn(b, TOKENS, context), (
-            torch.randn(b, base.text_encoders[-1].config.projection_dim) if sdxl else None)
-    if sdxl:
-        added = {"text_embeds": pooled, "time_ids": torch.randn(b, 6)}
+        text, pooled = randn(b, TOKENS, m.context), (
+            randn(b, m.encoders[-1].config.projection_dim) if m.sdxl else None)
+    if m.sdxl:
+        added = {"text_embeds": pooled, "time_ids": randn(b, 6)}
     meter.phase = "activations"
     meter.reset_peak()
-    with fp32_ops, torch.autocast(**autocast):
-        loss = diffusion_loss(unet, latents, text, scheduler, "epsilon", noise, timesteps, 5.0,
-                              dtype, added)
+    with m.amp(s):
+        loss = diffusion_loss(m.unet, latents, text, m.scheduler, "epsilon", noise, timesteps,
+                              5.0, m.dtype, added)
     saved = meter.now["activations"]  # what backward will need, and the outputs
     loss.backward()
     del loss, text, pooled, added, latents, noise, timesteps
@@ -199,10 +201,7 @@ class _Model:
     setting are counted once per model and remembered (`memo`)."""
 
     def __init__(self, s: MemorySettings, configs: dict, real: bool):
-        from contextlib import nullcontext
-
         from diffusers import DDPMScheduler
-        from torch._subclasses.fake_tensor import FakeTensorMode
 
         from training import models
 
@@ -210,32 +209,82 @@ class _Model:
         self.dtype = DTYPES[s.precision]
         self.cfg = _train_config(s)
         self.sdxl = "text_encoder_2" in configs
+        self.device = torch.device("cpu" if real else "meta")
         self.scheduler = DDPMScheduler.from_config(configs["scheduler"])
-        # Modules are built and given their LoRA on the meta device: module.to() cannot swap
-        # fake parameters (FakeTensorMode holds weak references to them), so nothing moves once
-        # fake. The text encoders in the compute precision and the VAE in fp32, as train.py
-        # loads them (models.load_base(text_dtype=weight_dtype); the VAE overflows in fp16).
-        where = "cpu" if real else "meta"
-        self.vae = _build(configs, "vae", torch.float32, where)
-        self.encoders = [_build(configs, p, self.dtype, where)
+        # add_noise moves (and keeps) this table on the latents' device: 4 KB, moved up front
+        # so that the first plan of a model counts what every later one does.
+        self.scheduler.alphas_cumprod = self.scheduler.alphas_cumprod.to(self.device)
+        # The text encoders in the compute precision and the VAE in fp32, as train.py loads
+        # them (models.load_base(text_dtype=weight_dtype); the VAE overflows in fp16).
+        self.vae = _build(configs, "vae", torch.float32, self.device.type)
+        self.encoders = [_build(configs, p, self.dtype, self.device.type)
                          for p in ("text_encoder", "text_encoder_2") if p in configs]
         self.base = SimpleNamespace(
-            text_encoder=self.encoders[0], tokenizer=_Tokens(), tokenizer_2=_Tokens(),
-            text_encoder_2=self.encoders[1] if self.sdxl else None,
-            text_encoders=tuple(self.encoders), is_sdxl=self.sdxl)
-        self.unet = _build(configs, "unet", self.dtype, where)
+            text_encoder=self.encoders[0], tokenizer=_Tokens(self.device),
+            tokenizer_2=_Tokens(self.device), text_encoder_2=self.encoders[1] if self.sdxl
+            else None, text_encoders=tuple(self.encoders), is_sdxl=self.sdxl)
+        self.unet = _build(configs, "unet", self.dtype, self.device.type)
         models.add_lora(self.unet, self.cfg)  # the trainer's own LoRA setup (fp32 LoRA weights)
         if s.train_text_encoder:
             models.add_text_lora(self.base, self.cfg)
-        self.mode = nullcontext() if real else FakeTensorMode(allow_non_fake_inputs=True)
-        with self.mode:
-            self.params, _, *te_params = _materialise(self.unet, self.vae, *self.encoders)
-        self.text_params = [p for ps in te_params for p in ps]
+        self.params = _trainable(self.unet)
+        self.text_params = [p for te in self.encoders for p in _trainable(te)]
         self.meter = LiveBytes()
         for p in self.params + self.text_params:  # gradients count as such once made
             p.register_post_accumulate_grad_hook(
                 lambda p: self.meter.move(p.grad, "gradients"))
         self.context = sum(te.config.hidden_size for te in self.encoders)
+
+    def randn(self, *shape) -> torch.Tensor:
+        return torch.randn(*shape, device=self.device)
+
+    @contextmanager
+    def amp(self, s: MemorySettings):
+        """train.py's autocast as the planner runs it: CPU autocast on real tensors (with
+        CUDA's fp32 ops when counting for CUDA), its stand-in on meta tensors."""
+        if not self.real:
+            with OnMeta(self.dtype, s.device == "cuda"):
+                yield
+            return
+        with CudaAutocast() if s.device == "cuda" else nullcontext(), torch.autocast(
+                "cpu", self.dtype, enabled=self.dtype != torch.float32):
+            yield
+
+    def recompute(self, s: MemorySettings):
+        """The function modes a checkpointed block's recomputation needs (real autocast is
+        restored by torch.utils.checkpoint itself)."""
+        if not self.real:
+            return OnMeta(self.dtype, s.device == "cuda")
+        return CudaAutocast() if s.device == "cuda" else nullcontext()
+
+    def update_cost(self, s: MemorySettings) -> tuple[int, int]:
+        """(optimizer state, the update's own peak above it and the gradients): train.py's
+        clip, step and zero_grad on fake copies of the LoRA parameters (the fused optimizers
+        have no meta kernels). Depends only on the LoRA and the optimizer: counted once."""
+        key = ("optimizer", s.optimizer, s.device)
+        if key not in self.memo:
+            from torch._subclasses.fake_tensor import FakeTensorMode
+
+            meter = LiveBytes(ROUNDING[s.device])
+            with FakeTensorMode():
+                def copy(ps):
+                    out = [torch.nn.Parameter(torch.empty(p.shape, dtype=p.dtype)) for p in ps]
+                    for p in out:
+                        p.grad = torch.empty_like(p)
+                        meter.add(p, "lora")
+                        meter.add(p.grad, "gradients")
+                    return out
+                params, text = copy(self.params), copy(self.text_params)
+                groups = [{"params": params}] + ([{"params": text, "lr": 5e-5}] if text else [])
+                keep: list = []
+                update = _optimizer(s, _train_config(s), params + text, groups, keep)
+                meter.phase = "optimizer"
+                before = meter.total
+                with meter:
+                    update()
+                state = meter.now["optimizer"]
+                self.memo[key] = (state, meter.peak - before - state)
+        return self.memo[key]
 
     def new_meter(self, s: MemorySettings) -> LiveBytes:
         self.meter = LiveBytes(ROUNDING[s.device])
@@ -253,7 +302,7 @@ class _Model:
             meter = self.new_meter(s)
             meter.add_module(self.vae, "weights")
             with meter, torch.no_grad():
-                dist = self.vae.encode(torch.zeros(s.encode_batch, 3, height, width)
+                dist = self.vae.encode(self.randn(s.encode_batch, 3, height, width)
                                        ).latent_dist
                 _ = dist.mean.float(), dist.std.float()
                 del dist, _
@@ -262,11 +311,11 @@ class _Model:
             for te in self.encoders:
                 meter.add_module(te, "text_encoders")
             with meter, torch.no_grad():
-                cache.encode_text(self.base, ["caption"], torch.device("cpu"))
+                cache.encode_text(self.base, ["caption"], self.device)
             self.memo[key] = max(peak, meter.peak)
         return self.memo[key]
 
-    def sampling(self, s: MemorySettings, meter: LiveBytes, fp32_ops, autocast) -> int:
+    def sampling(self, s: MemorySettings, meter: LiveBytes) -> int:
         """What a sample mid-run (training/sampling.py) adds to what training keeps on the card:
         the fp32 VAE and the text encoders join the trained UNet; the UNet denoises a batch of
         2 (prompt and negative prompt), then the VAE decodes one latent in fp32, in tiles when
@@ -284,15 +333,16 @@ class _Model:
                 meter.add_module(te, "text_encoders")
             meter.reset_peak()
             with meter, torch.no_grad():
-                text, pooled = cache.encode_text(self.base, ["a", "b"], torch.device("cpu"))
-                added = {"text_embeds": pooled, "time_ids": torch.randn(2, 6)} \
+                text, pooled = cache.encode_text(self.base, ["a", "b"], self.device)
+                added = {"text_embeds": pooled, "time_ids": self.randn(2, 6)} \
                     if self.sdxl else None
-                with fp32_ops, torch.autocast(**autocast):
-                    self.unet(torch.randn(2, 4, sh, sh).to(self.dtype), torch.tensor([500, 500]),
+                with self.amp(s):
+                    self.unet(self.randn(2, 4, sh, sh).to(self.dtype),
+                              torch.tensor([500, 500], device=self.device),
                               text.to(self.dtype), added_cond_kwargs=added)
                 del text, pooled, added
                 with vae_tiles(self.vae, s.sample_size, s.sample_size):
-                    self.vae.decode(torch.randn(1, 4, sh, sh))
+                    self.vae.decode(self.randn(1, 4, sh, sh))
             self.memo[key] = meter.peak - before
         return self.memo[key]
 
@@ -324,80 +374,72 @@ def _model(s: MemorySettings, real: bool = False) -> _Model:
 
 
 def _predict(s: MemorySettings, real: bool = False, measure=None) -> Plan:
-    """Count the three phases on fake tensors. `real=True` runs them on real (uninitialised)
+    """Count the three phases on meta tensors. `real=True` runs them on real (uninitialised)
     CPU tensors instead, with `measure` (a context manager) around the training step: how
     tests compare the count with what the CPU allocator really did."""
-    from contextlib import nullcontext
-
     m = _model(s, real)
-    dtype = DTYPES[s.precision]
-    h, w = s.height // 8, s.width // 8
-    autocast = dict(device_type="cpu", dtype=dtype, enabled=dtype != torch.float32)
-    fp32_ops = CudaAutocast() if s.device == "cuda" else nullcontext()
     keep: list = []  # what stays allocated after the step (optimizer state)
     unet = m.unet
     if s.gradient_checkpointing:
-        unet.enable_gradient_checkpointing(_checkpoint if s.device == "cuda" else None)
+        unet.enable_gradient_checkpointing(_checkpointing(lambda: m.recompute(s)))
     elif unet.is_gradient_checkpointing:
         unet.disable_gradient_checkpointing()
-    with m.mode:
-        # 1. Caching: the VAE, then the text encoders, each alone on the card.
-        caching = m.caching(s)
+    # 1. Caching: the VAE, then the text encoders, each alone on the card.
+    caching = m.caching(s)
 
-        # 2. The training step. Frozen UNet in the compute precision, LoRA weights in fp32.
-        meter = m.new_meter(s)  # training starts with an empty card
-        unet.train()
-        for te in m.encoders if s.train_text_encoder else ():
-            te.train()
-        params = m.params + m.text_params
-        for p in params:
-            meter.add(p, "lora")
-        meter.add_module(unet, "weights", quantized_bytes(s, unet))
-        if s.live_text:
-            for te in m.encoders:
-                meter.add_module(te, "text_encoders")
-        per_image = 2 * 4 * 4 * h * w + (0 if s.live_text else 4 * TOKENS * m.context)
-        keep.append(torch.empty(s.images * per_image, dtype=torch.uint8))  # the cached dataset
-        meter.add(keep[-1], "data")
+    # 2. The training step. Frozen UNet in the compute precision, LoRA weights in fp32.
+    meter = m.new_meter(s)  # training starts with an empty card
+    unet.train()
+    for te in m.encoders if s.train_text_encoder else ():
+        te.train()
+    params = m.params + m.text_params
+    for p in params:
+        meter.add(p, "lora")
+    meter.add_module(unet, "weights", quantized_bytes(s, unet))
+    if s.live_text:
+        for te in m.encoders:
+            meter.add_module(te, "text_encoders")
+    h, w = s.height // 8, s.width // 8
+    per_image = 2 * 4 * 4 * h * w + (0 if s.live_text else 4 * TOKENS * m.context)
+    keep.append(torch.empty(s.images * per_image, dtype=torch.uint8, device=m.device))
+    meter.add(keep[-1], "data")  # the cached dataset
+    if real:  # the real update: clip, step, zero_grad
         groups = [{"params": m.params}] + ([{"params": m.text_params, "lr": 5e-5}]
                                            if m.text_params else [])
-        # The update's own peak (moments, clipping temporaries) and its state depend only on
-        # the LoRA and the optimizer: counted on the first plan, then remembered.
-        known = None if real else m.memo.get(("optimizer", s.optimizer, s.device))
-        update = (lambda: [setattr(p, "grad", None) for p in params]) if known else \
-            _optimizer(s, _train_config(s), params, groups, keep)
-        with meter, measure or nullcontext():
-            # Real runs (tests) take two steps, the second with the optimizer state in place;
-            # counting takes one and adds the state to its forward/backward peak.
-            for _ in range(2 if real else 1):
-                at_update = {}
-                forward_peak, forward_parts, saved, step_peak = _step(
-                    s, unet, m.base, m.scheduler, meter, update, m.context, m.sdxl, fp32_ops,
-                    autocast, at_update)
-        if known:
-            state, over = known
-            step_peak = at_update["total"] + state + over
-        else:
-            state = meter.now["optimizer"]
-            over = step_peak - at_update["total"] - state
-            if not real:
-                m.memo[("optimizer", s.optimizer, s.device)] = (state, over)
-        grads = meter.now["lora"] if s.gradient_accumulation > 1 else 0  # fp32, as the LoRA
-        # From step 2 on the optimizer state is there during forward and backward; with
-        # accumulation the gradients of earlier micro-batches are too.
-        extra = 0 if real else state + grads
-        forward_parts.update(optimizer=forward_parts["optimizer"] + extra - grads,
-                             gradients=max(forward_parts["gradients"], grads))
-        training = max(forward_peak + extra, step_peak)
-        if forward_peak + extra >= step_peak:
-            parts = forward_parts
-        else:
-            parts = dict(at_update["parts"])
-            parts["optimizer"] = parts.get("optimizer", 0) + state + over
+        update = _optimizer(s, _train_config(s), params, groups, keep)
+    else:  # its state and peak are counted apart (update_cost) and added below
+        def update():
+            for p in params:
+                p.grad = None
+    with meter, measure or nullcontext():
+        # Real runs (tests) take two steps, the second with the optimizer state in place;
+        # counting takes one and adds the state to its forward/backward peak.
+        for _ in range(2 if real else 1):
+            at_update = {}
+            forward_peak, forward_parts, saved, step_peak = _step(s, m, meter, update,
+                                                                  at_update)
+    if real:
+        state = meter.now["optimizer"]
+        over = step_peak - at_update["total"] - state
+    else:
+        state, over = m.update_cost(s)
+        step_peak = at_update["total"] + state + over
+    grads = meter.now["lora"] if s.gradient_accumulation > 1 else 0  # fp32, as the LoRA
+    # From step 2 on the optimizer state is there during forward and backward; with
+    # accumulation the gradients of earlier micro-batches are too.
+    extra = 0 if real else state + grads
+    forward_parts.update(optimizer=forward_parts["optimizer"] + extra - grads,
+                         gradients=max(forward_parts["gradients"], grads))
+    training = max(forward_peak + extra, step_peak)
+    if forward_peak + extra >= step_peak:
+        parts = forward_parts
+    else:
+        parts = dict(at_update["parts"])
+        parts["optimizer"] = parts.get("optimizer", 0) + state + over
 
-        # 3. A sample mid-run, on top of what training keeps (weights, LoRA, data, state).
-        resident = meter.total + (state if known else 0)
-        sampling = resident + m.sampling(s, meter, fp32_ops, autocast) if s.sample_size else 0
+    # 3. A sample mid-run, on top of what training keeps (weights, LoRA, data, state).
+    resident = meter.total + (0 if real else state)
+    sampling = resident + m.sampling(s, meter) if s.sample_size else 0
     return Plan(int(training), int(caching), int(sampling), {k: int(v) for k, v in parts.items()},
                 s, int(saved))
 

@@ -7,6 +7,10 @@ full SDXL step can be counted on a laptop. The peak and the parts at the peak ar
 `torch.cuda.max_memory_allocated()` would report, up to the CUDA allocator's rounding
 (`rounding=512`) and what kernels allocate inside themselves (workspaces).
 
+`OnMeta` lets the planner count on meta tensors, which cost no memory and dispatch in C++ (about
+2.5x faster than fake tensors: an SDXL step counts in 1.7 s instead of 4.3 s). Meta tensors have
+no autocast and no fused attention of their own, so it supplies both as the CPU would run them.
+
 `CudaAutocast` makes the CPU's autocast behave like CUDA's where it changes memory: CUDA runs
 group/layer norm, softmax and the other "autocast to float32" ops in fp32 (their outputs, saved
 for backward, are twice the size); CPU autocast leaves them in the input's precision. A CPU-only
@@ -101,7 +105,7 @@ class LiveBytes(TorchDispatchMode):
             return func(*args)
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+            if isinstance(t, torch.Tensor):
                 self.add(t)
         self.check_peak()
         return out
@@ -123,6 +127,64 @@ FP32_OPS = {F.group_norm, F.layer_norm, F.softmax, F.log_softmax, F.mse_loss, F.
             torch.Tensor.__pow__, torch.Tensor.rsqrt, torch.Tensor.log, torch.cumsum,
             torch.Tensor.cumsum, torch.cumprod, torch.Tensor.cumprod, torch.norm,
             torch.Tensor.norm, F.normalize}
+
+
+# What CPU and CUDA autocast run in the lower precision (torch.amp docs, "Ops that can autocast
+# to bfloat16/float16"), as the Python functions a Stable Diffusion step calls them by.
+LOWER_OPS = {F.linear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
+             F.conv_transpose3d, F.prelu, F.scaled_dot_product_attention, torch.matmul,
+             torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.__rmatmul__, torch.mm,
+             torch.Tensor.mm, torch.bmm, torch.Tensor.bmm, torch.baddbmm, torch.Tensor.baddbmm,
+             torch.addmm, torch.Tensor.addmm, torch.addbmm, torch.einsum}
+_FLASH = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+
+
+def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+          enable_gqa=False):
+    """F.scaled_dot_product_attention as the CPU runs it (its flash kernel, which keeps the
+    output and log-sum-exp for backward, as CUDA's memory-efficient kernel does). On meta
+    tensors torch would pick the math path, which keeps the whole attention matrix."""
+    return _FLASH(query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
+
+
+class OnMeta(TorchFunctionMode):
+    """torch.autocast(dtype) for meta tensors, and the CPU's fused attention. With
+    `cuda_fp32` CUDA's fp32 autocast ops run in fp32 as well (what `CudaAutocast` adds on the
+    CPU). Like autocast, a float32 leaf that requires grad (a LoRA weight) is cast once per
+    region and the cast kept until the region ends (autocast's weight cache)."""
+
+    def __init__(self, dtype: torch.dtype, cuda_fp32: bool):
+        super().__init__()
+        self.dtype = dtype if dtype != torch.float32 else None
+        self.cuda_fp32 = cuda_fp32 and self.dtype is not None
+        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __exit__(self, *exc):
+        self.cache.clear()
+        return super().__exit__(*exc)
+
+    def _lower(self, value):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() \
+                and value.dtype != self.dtype:
+            if value.requires_grad and value.is_leaf and value.dtype == torch.float32:
+                key = id(value)
+                if key not in self.cache:
+                    self.cache[key] = (value, value.to(self.dtype))
+                return self.cache[key][1]
+            return value.to(self.dtype)
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._lower(v) for v in value)
+        return value
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if self.dtype is not None and func in LOWER_OPS:
+            args, kwargs = self._lower(args), {k: self._lower(v) for k, v in kwargs.items()}
+        elif self.cuda_fp32 and func in FP32_OPS:
+            args, kwargs = _to_fp32(args), {k: _to_fp32(v) for k, v in kwargs.items()}
+        if func is F.scaled_dot_product_attention:
+            return _sdpa(*args, **kwargs)
+        return func(*args, **kwargs)
 
 
 class CudaAutocast(TorchFunctionMode):
