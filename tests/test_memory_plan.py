@@ -160,8 +160,39 @@ def test_quantized_base_has_fewer_weight_bytes(predict_tiny):
 
 
 def test_optimizer_state(predict_tiny):
-    adamw, ada, bnb = (predict_tiny(optimizer=o, rank=16) for o in ("adamw", "adafactor", "adamw8bit"))
+    adamw, ada, bnb, prodigy = (predict_tiny(optimizer=o, rank=16) for o in
+                                ("adamw", "adafactor", "adamw8bit", "prodigy"))
     assert ada.parts["optimizer"] < bnb.parts["optimizer"] <= adamw.parts["optimizer"]
+    assert prodigy.parts["optimizer"] > adamw.parts["optimizer"]  # also keeps s and p0
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adafactor", "prodigy"])
+def test_state_counted_per_shape_is_the_whole_updates(tiny_model, optimizer):
+    """The planner runs the update on one tensor per LoRA shape (Adafactor's Python would take
+    seconds on SDXL's 1,100 tensors); the state it counts is what the update over every LoRA
+    tensor (UNet and text encoder, two parameter groups) makes, to the byte."""
+    import torch
+
+    from training import memory_plan
+    from training.memory_track import LiveBytes
+
+    s = MemorySettings(model=str(tiny_model), rank=8, optimizer=optimizer,
+                       train_text_encoder=True, live_text=True, device="cpu")
+    m = memory_plan._model(s, real=True)
+    state, _ = m.update_cost(s)
+    params = m.params + m.text_params
+    meter = LiveBytes()
+    for p in params:
+        p.grad = torch.zeros_like(p)
+        meter.add(p, "lora")  # updated in place: no new bytes
+        meter.add(p.grad, "gradients")
+    groups = [{"params": m.params}, {"params": m.text_params, "lr": 5e-5}]
+    update, _ = memory_plan._optimizer(s, memory_plan._train_config(s), params, groups, [])
+    meter.phase = "optimizer"
+    with meter:
+        update()
+    assert len({p.shape for p in params}) < len(params) / 2  # shapes do repeat
+    assert state == meter.now["optimizer"] > 0
 
 
 def test_tiny_sdxl_plans(tiny_sdxl):

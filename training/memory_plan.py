@@ -131,29 +131,35 @@ def _checkpointing(recompute):
 
 
 def _optimizer(s, cfg, params, groups, keep):
-    """The update as train.py runs it: clip, step, zero_grad. AdamW 8-bit (bitsandbytes, CUDA
-    only) is counted from its state layout instead: two uint8 moments plus an fp32 absmax per
-    256 values for tensors of 4096+ values, fp32 moments below that (bnb's min_8bit_size)."""
+    """The update as train.py runs it: clip, step, zero_grad; returns (update, state_of), where
+    state_of(param) lists the state tensors the update made for it. AdamW 8-bit (bitsandbytes,
+    CUDA only) is counted from its state layout instead: two uint8 moments plus an fp32 absmax
+    per 256 values for tensors of 4096+ values, fp32 moments below that (bnb's
+    min_8bit_size)."""
     from training.optim import build_optimizer
 
     optimizer = None if s.optimizer == "adamw8bit" else build_optimizer(
         cfg, groups, torch.device("cuda" if s.device == "cuda" else "cpu"))
-    state: list[torch.Tensor] = []  # AdamW 8-bit's, made on the first step as bnb does
+    layout: dict = {}  # AdamW 8-bit's state per parameter, made on the first step as bnb does
 
     def update():
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         if optimizer is not None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        elif not state:
+        elif not layout:
             for p in params:
                 n = p.numel()
-                state.append(torch.empty(2 * n + 8 * math.ceil(n / 256) if n >= 4096 else 8 * n,
-                                        dtype=torch.uint8))
+                layout[p] = torch.empty(2 * n + 8 * math.ceil(n / 256) if n >= 4096 else 8 * n,
+                                        dtype=torch.uint8, device=p.device)
         for p in params:
             p.grad = None
-    keep.append((optimizer, state))
-    return update
+
+    def state_of(p) -> list[torch.Tensor]:
+        found = optimizer.state.get(p, {}).values() if optimizer is not None else [layout[p]]
+        return [t for t in found if isinstance(t, torch.Tensor)]
+    keep.append((optimizer, layout))
+    return update, state_of
 
 
 def _step(s, m: "_Model", meter, update, at_update: dict):
@@ -259,31 +265,44 @@ class _Model:
 
     def update_cost(self, s: MemorySettings) -> tuple[int, int]:
         """(optimizer state, the update's own peak above it and the gradients): train.py's
-        clip, step and zero_grad on fake copies of the LoRA parameters (the fused optimizers
-        have no meta kernels). Depends only on the LoRA and the optimizer: counted once."""
+        clip, step and zero_grad, run for real on one CPU tensor per kind of LoRA tensor
+        (shape, dtype, group, start value): the fused optimizers have no meta kernels, Prodigy
+        reads values, and Adafactor's per-tensor Python would take seconds for SDXL's 1,100
+        tensors. Every optimizer we offer keeps per-tensor state that depends only on its
+        kind, so the state is each kind's times its count. Counted once per model and
+        optimizer."""
         key = ("optimizer", s.optimizer, s.device)
         if key not in self.memo:
-            from torch._subclasses.fake_tensor import FakeTensorMode
+            from collections import Counter
 
+            # LoRA's B starts at zero (Hu et al. 2021, §4.1), and Prodigy keeps a copy of a
+            # weight only when it is not all zeros: the start value is part of the key.
+            zero = {id(p) for module in (self.unet, *self.encoders)
+                    for name, p in module.named_parameters() if ".lora_B." in name}
+            count = Counter((tuple(p.shape), p.dtype, group, id(p) in zero) for group, ps in
+                            enumerate((self.params, self.text_params)) for p in ps)
             meter = LiveBytes(ROUNDING[s.device])
-            with FakeTensorMode():
-                def copy(ps):
-                    out = [torch.nn.Parameter(torch.empty(p.shape, dtype=p.dtype)) for p in ps]
-                    for p in out:
-                        p.grad = torch.empty_like(p)
-                        meter.add(p, "lora")
-                        meter.add(p.grad, "gradients")
-                    return out
-                params, text = copy(self.params), copy(self.text_params)
-                groups = [{"params": params}] + ([{"params": text, "lr": 5e-5}] if text else [])
-                keep: list = []
-                update = _optimizer(s, _train_config(s), params + text, groups, keep)
-                meter.phase = "optimizer"
-                before = meter.total
-                with meter:
-                    update()
-                state = meter.now["optimizer"]
-                self.memo[key] = (state, meter.peak - before - state)
+            one = {}
+            for kind in count:
+                shape, dtype, _, at_zero = kind
+                p = one[kind] = torch.nn.Parameter((torch.zeros if at_zero else torch.ones)(
+                    shape, dtype=dtype))
+                p.grad = torch.zeros_like(p)
+                meter.add(p, "lora")
+                meter.add(p.grad, "gradients")
+            groups = [{"params": [p for k, p in one.items() if k[2] == 0]}]
+            if self.text_params:
+                groups.append({"params": [p for k, p in one.items() if k[2] == 1], "lr": 5e-5})
+            keep: list = []
+            update, state_of = _optimizer(s, _train_config(s), list(one.values()), groups, keep)
+            meter.phase = "optimizer"
+            before = meter.total
+            with meter:
+                update()
+            over = meter.peak - before - meter.now["optimizer"]
+            state = sum(n * sum(meter.size(t) for t in state_of(one[k]))
+                        for k, n in count.items())
+            self.memo[key] = (state, over)
         return self.memo[key]
 
     def new_meter(self, s: MemorySettings) -> LiveBytes:
@@ -315,7 +334,7 @@ class _Model:
             self.memo[key] = max(peak, meter.peak)
         return self.memo[key]
 
-    def sampling(self, s: MemorySettings, meter: LiveBytes) -> int:
+    def sampling(self, s: MemorySettings) -> int:
         """What a sample mid-run (training/sampling.py) adds to what training keeps on the card:
         the fp32 VAE and the text encoders join the trained UNet; the UNet denoises a batch of
         2 (prompt and negative prompt), then the VAE decodes one latent in fp32, in tiles when
@@ -327,6 +346,10 @@ class _Model:
 
             sh = s.sample_size // 8
             self.unet.eval()
+            meter = self.new_meter(s)  # counts only what the sample adds to what is there:
+            meter.add_module(self.unet, "weights")  # (views of a weight are no new bytes)
+            for te in self.encoders if s.live_text else ():
+                meter.add_module(te, "text_encoders")
             before = meter.total
             meter.add_module(self.vae, "weights")
             for te in self.encoders:
@@ -373,21 +396,20 @@ def _model(s: MemorySettings, real: bool = False) -> _Model:
     return _MODELS[key]
 
 
-def _predict(s: MemorySettings, real: bool = False, measure=None) -> Plan:
-    """Count the three phases on meta tensors. `real=True` runs them on real (uninitialised)
-    CPU tensors instead, with `measure` (a context manager) around the training step: how
-    tests compare the count with what the CPU allocator really did."""
-    m = _model(s, real)
-    keep: list = []  # what stays allocated after the step (optimizer state)
+def _train_step(s: MemorySettings, m: _Model, measure=None) -> dict:
+    """The training step's counts, all but the optimizer's update (counted apart by
+    `update_cost` and added in `_predict`): remembered per step setting, so plans that differ
+    only in the optimizer or the base's quantization (priced in `_quantized`) reuse it."""
+    key = ("step", s.batch_size, s.width, s.height, s.gradient_checkpointing, s.live_text,
+           s.images, s.quantization, s.device)
+    if key in m.memo:
+        return m.memo[key]
     unet = m.unet
     if s.gradient_checkpointing:
         unet.enable_gradient_checkpointing(_checkpointing(lambda: m.recompute(s)))
     elif unet.is_gradient_checkpointing:
         unet.disable_gradient_checkpointing()
-    # 1. Caching: the VAE, then the text encoders, each alone on the card.
-    caching = m.caching(s)
-
-    # 2. The training step. Frozen UNet in the compute precision, LoRA weights in fp32.
+    # Frozen UNet in the compute precision, LoRA weights in fp32.
     meter = m.new_meter(s)  # training starts with an empty card
     unet.train()
     for te in m.encoders if s.train_text_encoder else ():
@@ -401,33 +423,53 @@ def _predict(s: MemorySettings, real: bool = False, measure=None) -> Plan:
             meter.add_module(te, "text_encoders")
     h, w = s.height // 8, s.width // 8
     per_image = 2 * 4 * 4 * h * w + (0 if s.live_text else 4 * TOKENS * m.context)
-    keep.append(torch.empty(s.images * per_image, dtype=torch.uint8, device=m.device))
+    keep = [torch.empty(s.images * per_image, dtype=torch.uint8, device=m.device)]
     meter.add(keep[-1], "data")  # the cached dataset
-    if real:  # the real update: clip, step, zero_grad
+    if m.real:  # the real update: clip, step, zero_grad
         groups = [{"params": m.params}] + ([{"params": m.text_params, "lr": 5e-5}]
                                            if m.text_params else [])
-        update = _optimizer(s, _train_config(s), params, groups, keep)
-    else:  # its state and peak are counted apart (update_cost) and added below
+        update, _ = _optimizer(s, _train_config(s), params, groups, keep)
+    else:
         def update():
             for p in params:
                 p.grad = None
     with meter, measure or nullcontext():
         # Real runs (tests) take two steps, the second with the optimizer state in place;
         # counting takes one and adds the state to its forward/backward peak.
-        for _ in range(2 if real else 1):
+        for _ in range(2 if m.real else 1):
             at_update = {}
             forward_peak, forward_parts, saved, step_peak = _step(s, m, meter, update,
                                                                   at_update)
+    out = dict(forward_peak=forward_peak, forward_parts=forward_parts, saved=saved,
+               step_peak=step_peak, at_update=at_update, lora=meter.now["lora"],
+               state=meter.now["optimizer"], resident=meter.total)
+    if not m.real:
+        m.memo[key] = out
+    return out
+
+
+def _predict(s: MemorySettings, real: bool = False, measure=None) -> Plan:
+    """Count the three phases on meta tensors. `real=True` runs them on real (uninitialised)
+    CPU tensors instead, with `measure` (a context manager) around the training step: how
+    tests compare the count with what the CPU allocator really did."""
+    m = _model(s, real)
+    # 1. Caching: the VAE, then the text encoders, each alone on the card.
+    caching = m.caching(s)
+    # 2. The training step.
+    step = _train_step(s, m, measure)
+    at_update = step["at_update"]
     if real:
-        state = meter.now["optimizer"]
+        state = step["state"]
+        step_peak = step["step_peak"]
         over = step_peak - at_update["total"] - state
     else:
         state, over = m.update_cost(s)
         step_peak = at_update["total"] + state + over
-    grads = meter.now["lora"] if s.gradient_accumulation > 1 else 0  # fp32, as the LoRA
+    grads = step["lora"] if s.gradient_accumulation > 1 else 0  # fp32, as the LoRA
     # From step 2 on the optimizer state is there during forward and backward; with
     # accumulation the gradients of earlier micro-batches are too.
     extra = 0 if real else state + grads
+    forward_peak, forward_parts = step["forward_peak"], dict(step["forward_parts"])
     forward_parts.update(optimizer=forward_parts["optimizer"] + extra - grads,
                          gradients=max(forward_parts["gradients"], grads))
     training = max(forward_peak + extra, step_peak)
@@ -438,10 +480,10 @@ def _predict(s: MemorySettings, real: bool = False, measure=None) -> Plan:
         parts["optimizer"] = parts.get("optimizer", 0) + state + over
 
     # 3. A sample mid-run, on top of what training keeps (weights, LoRA, data, state).
-    resident = meter.total + (0 if real else state)
-    sampling = resident + m.sampling(s, meter) if s.sample_size else 0
+    resident = step["resident"] + (0 if real else state)
+    sampling = resident + m.sampling(s) if s.sample_size else 0
     return Plan(int(training), int(caching), int(sampling), {k: int(v) for k, v in parts.items()},
-                s, int(saved))
+                s, int(step["saved"]))
 
 
 def _quantized(plan: Plan, s: MemorySettings) -> Plan:

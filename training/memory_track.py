@@ -48,6 +48,10 @@ class LiveBytes(TorchDispatchMode):
         n = storage.nbytes()
         return -(-n // self.rounding) * self.rounding if n else 0
 
+    def size(self, tensor: torch.Tensor) -> int:
+        """The bytes a tensor's storage counts for (allocator rounding included)."""
+        return self._size(tensor.untyped_storage())
+
     def _forget(self, key: int) -> None:
         _, part, size = self._live.pop(key)
         self.now[part] -= size
