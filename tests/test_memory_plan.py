@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, make_project, run_cli, worker_env
-from studio.machine.memory_fit import (GIB, MemorySettings, Plan, candidates, fit, fits, needed_bytes,
-                               settings_for)
+from studio.machine.memory_fit import (GIB, MemorySettings, Plan, at_least, candidates, fit, fits,
+                                      needed_bytes, settings_for)
 
 # --- the fit search (pure Python, a stub predictor) ---------------------------------------
 
@@ -64,6 +64,21 @@ def test_checkpointing_is_tried_before_a_smaller_batch_and_quantization_last():
     # the effective batch is kept by gradient accumulation
     assert {c.batch_size * c.gradient_accumulation
             for c in candidates(MemorySettings(model="m", batch_size=4))} == {4}
+
+
+def test_a_smaller_batch_that_cannot_fit_is_not_predicted():
+    """20 GiB of activations per image at batch 4 on 16 GB: without checkpointing, batch 2
+    still needs at least half of batch 4's 80 GiB, so it is skipped unpredicted."""
+    predict, asked = stub(20.0)
+    found = fit(MemorySettings(model="m", batch_size=4), 16 * GIB, predict)
+    assert found.changes == {"batch_size": 2, "gradient_accumulation": 2,
+                             "gradient_checkpointing": True}
+    assert [(c.batch_size, c.gradient_checkpointing) for c in asked] == [
+        (4, False), (4, True), (2, True)] and found.tried == 3
+    # the bound: batch 2's real need is no less than what at_least says
+    b4 = predict(MemorySettings(model="m", batch_size=4))
+    assert at_least(b4, 4, 2).training_bytes <= predict(
+        MemorySettings(model="m", batch_size=2)).training_bytes
 
 
 def test_nothing_fits_reports_the_smallest_plan_and_quantization_can_be_excluded():
@@ -311,6 +326,20 @@ def test_sd15_and_sdxl_full_size():
     text = predict(sdxl.replace(live_text=True))
     # CLIP-L + bigG in bf16, as train.py loads them (models.load_base text_dtype=weight_dtype)
     assert 1.4 * GIB < text.parts["text_encoders"] < 1.7 * GIB
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ckpt", [False, True])
+def test_a_smaller_batch_needs_at_least_what_the_fit_assumes(ckpt):
+    """fit() skips a smaller batch when `at_least` (from a bigger batch's plan) does not fit:
+    the planner's own SD1.5 plans must never need less than that bound."""
+    from training.memory_plan import predict, resolve_model
+
+    s = MemorySettings(model=str(resolve_model("sd15")), rank=16, live_text=True,
+                       gradient_checkpointing=ckpt)
+    plans = {b: predict(s.replace(batch_size=b)) for b in (4, 2, 1)}
+    for big, small in ((4, 2), (2, 1), (4, 1)):
+        assert at_least(plans[big], big, small).training_bytes <= plans[small].training_bytes
 
 
 def test_plan_memory_cli(tmp_path, tiny_model):
