@@ -8,6 +8,7 @@ PROJECT/cache/memory/ as the real one does, the real fit search over it, and one
 
     FAKE_PLAN_DELAY        seconds before the answer (default 0.2)
     FAKE_PLAN_WEIGHTS_GIB  the frozen UNet's GiB (default 2; 20 makes only a quantized base fit)
+    FAKE_PLAN_SAMPLING_GIB a sample's peak GiB (default 2.5)
 """
 
 from __future__ import annotations
@@ -49,10 +50,11 @@ def plan_memory() -> int:
     weights_gib = float(os.environ.get("FAKE_PLAN_WEIGHTS_GIB", "2"))
 
     def predict(c: memory_fit.MemorySettings) -> memory_fit.Plan:
-        weights = int(weights_gib * gib / {"none": 1, "fp8": 2, "nf4": 4}[c.quantization])
+        weights = int(weights_gib * gib / {"none": 1, "fp8": 2, "int8": 2, "nf4": 4}[c.quantization])
         act = int(3 * gib * c.batch_size * c.width * c.height / 512**2
                   * (0.3 if c.gradient_checkpointing else 1))
-        plan = memory_fit.Plan(weights + act, gib, int(2.5 * gib) if c.sample_size else 0,
+        sampling = float(os.environ.get("FAKE_PLAN_SAMPLING_GIB", "2.5"))
+        plan = memory_fit.Plan(weights + act, gib, int(sampling * gib) if c.sample_size else 0,
                                {"weights": weights, "activations": act}, c, act)
         key = hashlib.sha256(json.dumps(c.to_json(), sort_keys=True).encode()).hexdigest()[:24]
         path = project.cache / "memory" / f"{key}.json"
@@ -66,11 +68,7 @@ def plan_memory() -> int:
            "fits": memory_fit.fits(plan, card) if card else None, "fit": None}
     if card and not args.no_fit:
         found = memory_fit.fit(s, card, predict)
-        out["fit"] = {"ok": found.ok, "changes": found.changes, "tried": found.tried,
-                      "set": [f"{memory_fit.CONFIG_NAMES[k]}={str(v).lower()}"
-                              for k, v in found.changes.items()],
-                      "plan": found.plan.to_json() if found.plan else None,
-                      "needed_bytes": memory_fit.needed_bytes(found.plan) if found.plan else 0}
+        out["fit"] = found.to_json()
     print("INFO predicting GPU memory on fake tensors", file=sys.stderr, flush=True)
     print(json.dumps(out), flush=True)
     return 0

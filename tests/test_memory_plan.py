@@ -81,6 +81,25 @@ def test_a_smaller_batch_that_cannot_fit_is_not_predicted():
         MemorySettings(model="m", batch_size=2)).training_bytes
 
 
+def test_when_nothing_fits_the_fit_names_the_phase_that_stays_too_big():
+    from studio.machine.memory_fit import nothing_fits
+
+    def plan_with(caching, sampling):
+        return lambda s: Plan(20 * GIB // s.batch_size, caching * GIB, sampling * GIB,
+                              {"activations": 19 * GIB // s.batch_size}, s)
+    card = 8 * GIB
+    size = (lambda n: f"{n / GIB:.1f} GiB")
+    for caching, sampling, limit, advice in ((9, 1, "caching", "Lower the resolution."),
+                                             (1, 9, "sampling", "Turn samples off"),
+                                             (1, 1, "training", "or the rank")):
+        found = fit(MemorySettings(model="m", batch_size=1), card, plan_with(caching, sampling))
+        assert not found.ok and found.limit == limit
+        said = nothing_fits(found.to_json(), card, "an 8 GB card", size)
+        assert advice in said and "7.6 GiB it can use" in said
+    found = fit(MemorySettings(model="m", batch_size=1), card, plan_with(1, 9))
+    assert found.need == needed_bytes(Plan(0, 0, 9 * GIB))  # what the samples need
+
+
 def test_nothing_fits_reports_the_smallest_plan_and_quantization_can_be_excluded():
     predict, _ = stub(50.0)
     found = fit(MemorySettings(model="m"), 8 * GIB, predict, quantizations=("none",))
@@ -354,7 +373,7 @@ def test_plan_memory_cli(tmp_path, tiny_model):
                            "--gpu-gb", "0.5"], cwd=ROOT, env=worker_env(), capture_output=True,
                           text=True, timeout=300)
     assert text.returncode == 0 and "Predicted peak GPU memory" in text.stdout
-    assert "Fit to my GPU (512.0 MiB): nothing fits" in text.stdout
+    assert "Fit to my GPU (512.0 MiB): Nothing LoRA Studio can change fits" in text.stdout
 
 
 def test_plan_memory_cli_bad_project(tmp_path):

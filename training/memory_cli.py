@@ -30,7 +30,7 @@ def report(project, cfg: TrainConfig, gpu_bytes: int | None, with_fit: bool = Tr
     """The plan for a project and, with `gpu_bytes`, whether it fits that card and (unless
     `with_fit` is False) the fastest settings that fit it (`python -m training plan-memory`;
     the Train tab shows the same)."""
-    from studio.machine.memory_fit import CONFIG_NAMES, fit, fits, needed_bytes
+    from studio.machine.memory_fit import fit, fits
 
     s = project_settings(project, cfg)
     plan = predict(s, project.cache)
@@ -40,16 +40,13 @@ def report(project, cfg: TrainConfig, gpu_bytes: int | None, with_fit: bool = Tr
     if gpu_bytes and with_fit:
         offered = runnable_quantizations()
         found = fit(s, gpu_bytes, lambda c: predict(c, project.cache), offered)
-        out["fit"] = {"ok": found.ok, "changes": found.changes, "tried": found.tried,
-                      "quantizations": list(offered),
-                      "set": [f"{CONFIG_NAMES[k]}={str(v).lower()}" for k, v in
-                              found.changes.items()],
-                      "plan": found.plan.to_json() if found.plan else None,
-                      "needed_bytes": needed_bytes(found.plan) if found.plan else 0}
+        out["fit"] = found.to_json(offered)
     return out
 
 
 def to_text(r: dict) -> str:
+    from studio.machine.memory_fit import nothing_fits
+
     def gib(n: int) -> str:
         return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
@@ -75,8 +72,7 @@ def to_text(r: dict) -> str:
         lines.append(f"Fit to my GPU ({card}): " + (
             "fits as set." if r["fits"] else
             "fits with " + ", ".join(f.get("set", [])) if f["ok"] else
-            f"nothing fits; the smallest setup tried needs {gib(f['needed_bytes'])}. "
-            f"Lower the resolution or the rank."))
+            nothing_fits(f, r["gpu_bytes"], card, gib)))
         if f["ok"] and not r["fits"]:
             lines.append("  (python -m training train PROJECT " +
                          " ".join(f"--set {x}" for x in f["set"]) + ")")

@@ -12,7 +12,7 @@ from studio.machine import memory_fit
 from studio.units import human_bytes
 from ui import device, theme
 from ui.app_settings import SettingsStore
-from ui.memory_planner import MemoryPlanner
+from ui.memory_planner import FIT_FACTOR, MemoryPlanner
 from ui.session import ProjectSession
 
 
@@ -136,8 +136,8 @@ class MemoryPanel(QWidget):
         self._show_verdict(plan)
         self.fit_button.setEnabled(plan is not None and p.state != "fitting")
         if p.state == "fitting":
-            self._say(f"Fitting to {self.card_name()}… (about {p.eta_s():.0f} s for each setup "
-                      f"tried)", "muted")
+            self._say(f"Fitting to {self.card_name()}… (up to about "
+                      f"{p.eta_s() * FIT_FACTOR:.0f} s)", "muted")
         elif self.fit_result.text().startswith("Fitting"):
             self.fit_result.hide()  # cancelled, or failed: the figure says why
 
@@ -165,11 +165,10 @@ class MemoryPanel(QWidget):
 
     def _apply_fit(self, found: dict) -> None:
         card = self.card_name()
-        need = human_bytes(found.get("needed_bytes") or 0)
         if not found.get("ok"):
-            self._say(f"Nothing LoRA Studio can change fits {card}: the smallest setup tried "
-                      f"needs ≈ {need}. Lower the resolution or the rank.", "error")
+            self._say(memory_fit.nothing_fits(found, self.gpu_bytes(), card, human_bytes), "error")
             return
+        need = human_bytes(found.get("needed_bytes") or 0)
         changes = {memory_fit.CONFIG_NAMES[k]: v for k, v in found.get("changes", {}).items()}
         if not changes:
             self._say(f"These settings already fit {card}; nothing to change.", "muted")

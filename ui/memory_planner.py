@@ -17,10 +17,12 @@ from studio.machine.memory_fit import MemorySettings, Plan
 from ui.worker import WorkerProcess
 
 DEBOUNCE_MS = 800  # a rank slider drag or typing a number settles before a plan starts
-# Seconds a first plan takes on a busy 2-core machine (docs/benchmarks.md, planner section:
-# ~12 s for SD1.5, ~40 s for SDXL) plus ~4 s to import torch; replaced by what this session saw.
-TYPICAL_SECONDS = {"sdxl": 45.0}
-DEFAULT_SECONDS = 15.0
+# Seconds `plan-memory` takes for a first plan, start-up included, on a quiet 2-core machine
+# (docs/benchmarks.md, "How long a plan takes": 9 s for SDXL, 5.4 s for SD1.5); replaced by
+# what this session saw. A fit takes up to twice that (SDXL 8 GB with quantized bases: 16 s).
+TYPICAL_SECONDS = {"sdxl": 10.0}
+DEFAULT_SECONDS = 6.0
+FIT_FACTOR = 2.0
 REQUEST_FILE = "planner-request.toml"  # the form's settings, not yet saved to project.toml
 
 

@@ -242,13 +242,45 @@ def encoding(buckets: list[tuple[int, int]], width: int, height: int) -> dict:
 @dataclass(frozen=True)
 class Fit:
     settings: MemorySettings | None  # None: nothing fits
-    plan: Plan | None  # the plan of `settings`, or of the last (smallest) candidate tried
+    plan: Plan | None  # the plan of `settings`, or of the tried candidate that needs least
     changes: dict  # setting -> new value, relative to the settings asked for
     tried: int  # candidates predicted
+    limit: str = ""  # nothing fits: the phase no lever shrinks enough (see NOTHING_FITS)
+    need: int = 0  # nothing fits: the least that phase needs on the card
 
     @property
     def ok(self) -> bool:
         return self.settings is not None
+
+    def to_json(self, quantizations: tuple[str, ...] = QUANTIZATIONS) -> dict:
+        """What `plan-memory --json` reports and the Train tab reads."""
+        return {"ok": self.ok, "changes": self.changes, "tried": self.tried,
+                "quantizations": list(quantizations),
+                "set": [f"{CONFIG_NAMES[k]}={str(v).lower()}" for k, v in self.changes.items()],
+                "plan": self.plan.to_json() if self.plan else None,
+                "needed_bytes": needed_bytes(self.plan) if self.ok else self.need,
+                "limit": self.limit}
+
+
+# What to do when no lever fits the card, by the phase that stays too big (the CLI and the
+# Train tab both say it: `nothing_fits`).
+NOTHING_FITS = {
+    "training": ("the smallest setup tried needs", "Lower the resolution or the rank."),
+    "caching": ("caching the images before training needs, whatever the settings,",
+                "Lower the resolution."),
+    "sampling": ("the sample images shown during training need, with every setting,",
+                 "Turn samples off (sample every 0 epochs and 0 steps) or lower the "
+                 "resolution."),
+}
+
+
+def nothing_fits(fit: dict, gpu_bytes: int, card: str, size: Callable[[int], str]) -> str:
+    """The sentence for a fit (`Fit.to_json`) that found nothing; `size` formats bytes."""
+    what, advice = NOTHING_FITS[fit.get("limit") or "training"]
+    need, usable = size(fit.get("needed_bytes") or 0), size(int(gpu_bytes * (1 - SAFETY)))
+    over = "just over" if need == usable else "more than"
+    return (f"Nothing LoRA Studio can change fits {card}: {what} ≈ {need}, {over} the {usable} "
+            f"it can use ({SAFETY:.0%} is kept free). {advice}")
 
 
 def candidates(s: MemorySettings, quantizations: tuple[str, ...] = QUANTIZATIONS
@@ -310,8 +342,8 @@ def fit(s: MemorySettings, gpu_bytes: int, predict: Callable[[MemorySettings], P
     optimizer (what stays on the card), so a sample too big for one (quantization, optimizer)
     rules out every batch and checkpointing with them; a smaller batch whose least need
     (`at_least` the last plan with its other levers) does not fit is skipped, except the
-    last candidate, whose plan is reported when nothing fits."""
-    plan, tried, blocked, last = None, 0, set(), {}
+    last candidate. When nothing fits, the Fit says which phase stayed too big."""
+    tried, blocked, last, best, sampling = 0, set(), {}, None, 0
     listed = candidates(s, quantizations)
     for cand in listed:
         group = (cand.quantization, cand.optimizer)
@@ -325,11 +357,18 @@ def fit(s: MemorySettings, gpu_bytes: int, predict: Callable[[MemorySettings], P
         last[levers] = (cand.batch_size, plan)
         if fits(plan, gpu_bytes):
             return Fit(cand, plan, _changes(s, cand), tried)
-        if not fits(Plan(0, plan.caching_bytes, 0), gpu_bytes):
-            break
+        if best is None or needed_bytes(plan) < needed_bytes(best):
+            best = plan
+        caching = Plan(0, plan.caching_bytes, 0)
+        if not fits(caching, gpu_bytes):
+            return Fit(None, plan, {}, tried, "caching", needed_bytes(caching))
+        alone = needed_bytes(Plan(0, 0, plan.sampling_bytes))
         if not fits(Plan(0, 0, plan.sampling_bytes), gpu_bytes):
             blocked.add(group)
-    return Fit(None, plan, {}, tried)
+            sampling = min(sampling or alone, alone)
+    if blocked and blocked >= {(c.quantization, c.optimizer) for c in listed}:
+        return Fit(None, best, {}, tried, "sampling", sampling)
+    return Fit(None, best, {}, tried, "training", needed_bytes(best) if best else 0)
 
 
 # Settings names as TrainConfig spells them (for `--set`, presets and the GUI's fix buttons).

@@ -44,7 +44,7 @@ def test_the_figure_appears_and_is_marked_over_budget_for_a_small_card(qtbot, re
     panel = ready.train_tab.settings.memory
     fake_worker.plan_delay = 1.5
     ready.session.update(rank=8)  # new settings: predicted in the background, after a pause
-    assert "predicting… (about 15 s)" in panel.figure.text()
+    assert "predicting… (about 6 s)" in panel.figure.text()  # SD1.5, before any was timed
     qtbot.waitUntil(lambda: panel.planner.state == "predicting", timeout=5000)
     assert "predicting…" in panel.figure.text() and not panel.fit_button.isEnabled()
     choose_card(panel, 6)
@@ -99,6 +99,25 @@ def test_a_fit_that_needs_a_quantized_base_applies_it(qtbot, ready, fake_worker)
     assert session.config.base_quantization == "fp8" and not panel.revert_button.isHidden()
     panel.revert_button.click()
     assert session.config.base_quantization == "none"
+
+
+def test_when_nothing_fits_the_panel_says_which_phase_and_what_to_do(qtbot, ready,
+                                                                     fake_worker):
+    """Samples alone too big for every setting: the panel names them and the setting to turn
+    off, in the words `plan-memory` prints (memory_fit.nothing_fits), and changes nothing."""
+    fake_worker.plan_sampling_gib = 7  # 8.3 GiB with slack and context: over a 6 GB card
+    panel, session = ready.train_tab.settings.memory, ready.session
+    choose_card(panel, 6)
+    session.update(rank=12, sample_every_n_epochs=1)
+    predicted(qtbot, panel)
+    before = session.config
+    panel.fit_button.click()
+    qtbot.waitUntil(lambda: panel.planner.state == "idle" and not panel.fit_result.isHidden(),
+                    timeout=20000)
+    text = panel.fit_result.text()
+    assert "Nothing LoRA Studio can change fits a 6 GB card" in text
+    assert "sample images shown during training" in text and "Turn samples off" in text
+    assert session.config == before and panel.revert_button.isHidden()
 
 
 def test_cached_plans_show_without_running_the_worker(qtbot, ready, fake_worker, clean_art):

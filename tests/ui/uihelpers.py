@@ -26,7 +26,8 @@ class FakeWorkerFactory:
         self.record = record
         self.mode, self.steps, self.delay, self.grace_ms = "ok", 20, 0.01, 3000
         self.serve_mode, self.serve_delay = "ok", 0.005  # the generation worker (serve)
-        self.plan_delay, self.plan_weights_gib = 0.2, 2.0  # the memory planner (plan-memory)
+        # the memory planner (plan-memory)
+        self.plan_delay, self.plan_weights_gib, self.plan_sampling_gib = 0.2, 2.0, 2.5
         self.created = []
         self.kinds: list[str] = []  # each worker's command (train, serve, plan-memory…), in order
         self.args: list[list[str]] = []  # each worker's whole command line after the program
@@ -40,7 +41,8 @@ class FakeWorkerFactory:
                  "FAKE_WORKER_DELAY": str(self.delay), "FAKE_WORKER_RECORD": str(self.record),
                  "FAKE_SERVE_MODE": self.serve_mode, "FAKE_SERVE_DELAY": str(self.serve_delay),
                  "FAKE_PLAN_DELAY": str(self.plan_delay),
-                 "FAKE_PLAN_WEIGHTS_GIB": str(self.plan_weights_gib)})
+                 "FAKE_PLAN_WEIGHTS_GIB": str(self.plan_weights_gib),
+                 "FAKE_PLAN_SAMPLING_GIB": str(self.plan_sampling_gib)})
         self.created.append(worker)
         start = worker.start
         worker.start = lambda args: (self.kinds.append(args[0]), self.args.append(list(args)),
