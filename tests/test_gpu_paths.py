@@ -189,3 +189,25 @@ def test_samples_decode_in_fp32_under_half_precision(request, tmp_path, model):
     assert len(paths) == 1 and paths[0].is_file()
     assert seen["unet"] == {torch.bfloat16}
     assert seen["decoder"] == {torch.float32}
+
+
+def test_cached_text_encoders_visit_the_device_only_to_encode(tmp_path, tiny_model,
+                                                              monkeypatch):
+    """A sample's text encoders whose outputs are cached stay off the card: each encoder moves
+    to the device for its own forward and back (sampling.visiting), also when it fails; the
+    UNet denoises with them away. The meta device stands in for the GPU in the moves."""
+    cfg = TrainConfig(base_model=str(tiny_model), resolution=64, sample_steps=2, rank=4)
+    base = models.load_base(cfg, tiny_model.parent)
+    encoder = base.text_encoder
+    moves = []
+    monkeypatch.setattr(type(encoder), "to", lambda self, device: moves.append(
+        torch.device(device).type) or self)
+    gpu = torch.device("meta")
+    with sampling.patched(encoder, "forward", sampling.visiting(encoder, gpu)):
+        ids = torch.zeros(1, 77, dtype=torch.long)
+        encoder(ids)
+        assert moves == ["meta", "cpu"]
+        with pytest.raises(IndexError):  # a token id past the vocabulary
+            encoder(torch.full((1, 77), 10**9, dtype=torch.long))
+        assert moves[2:] == ["meta", "cpu"]
+    assert "forward" not in encoder.__dict__  # the class's forward again

@@ -336,9 +336,11 @@ class _Model:
 
     def sampling(self, s: MemorySettings) -> int:
         """What a sample mid-run (training/sampling.py) adds to what training keeps on the card:
-        the fp32 VAE and the text encoders join the trained UNet; the UNet denoises a batch of
-        2 (prompt and negative prompt), then the VAE decodes one latent in fp32, in tiles when
-        large (sampling.vae_tiles). The same for every batch, checkpointing and optimizer."""
+        the fp32 VAE joins the trained UNet, the text encoders encode the prompts (when their
+        outputs are cached they visit the card only for that: sampling.visiting), the UNet
+        denoises a batch of 2 (prompt and negative prompt), then the VAE decodes one latent
+        in fp32, in tiles when large (sampling.vae_tiles). The same for every batch,
+        checkpointing and optimizer."""
         key = ("sampling", s.sample_size, s.live_text, s.device)
         if key not in self.memo:
             from training import cache
@@ -357,6 +359,8 @@ class _Model:
             meter.reset_peak()
             with meter, torch.no_grad():
                 text, pooled = cache.encode_text(self.base, ["a", "b"], self.device)
+                for te in self.encoders if not s.live_text else ():
+                    meter.forget_module(te)  # back off the card
                 added = {"text_embeds": pooled, "time_ids": self.randn(2, 6)} \
                     if self.sdxl else None
                 with self.amp(s):

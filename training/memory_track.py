@@ -92,6 +92,13 @@ class LiveBytes(TorchDispatchMode):
                 self.now[p] += new - size
                 self._live[key] = (ref, p, new)
 
+    def forget_module(self, module: torch.nn.Module) -> None:
+        """Stop counting a module's parameters and buffers (it left the card)."""
+        for t in [*module.parameters(), *module.buffers()]:
+            key = id(t.untyped_storage())
+            if key in self._live:
+                self._forget(key)
+
     @property
     def total(self) -> int:
         return sum(self.now.values())

@@ -80,6 +80,23 @@ def vae_tiles(vae, width: int, height: int):
             setattr(vae, n, v)
 
 
+def visiting(module, device: torch.device):
+    """Wrap a forward so the module is on `device` only while it runs, then back where it was:
+    a sample's text encoders (1.5 GiB for SDXL's two in bf16) need not sit on the card while
+    the UNet denoises and the VAE decodes; the memory planner counts them this way
+    (training/memory_plan.py, _Model.sampling)."""
+    def wrap(forward):
+        def visiting_forward(*args, **kwargs):
+            home = next(module.parameters()).device
+            module.to(device)
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                module.to(home)
+        return visiting_forward
+    return wrap
+
+
 def in_vae_dtype(vae):
     """Wrap the VAE's decode so it runs in the VAE's own dtype (fp32 for training) without
     autocast, whatever dtype the UNet's latents come in."""
@@ -104,16 +121,14 @@ def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step
     the VAE decodes in its own (fp32). Autocast around the whole pipeline made the SDXL VAE
     decode in fp16 although its weights are fp32 — the pipeline's own upcast guard
     (force_upcast) looks at the weights' dtype and never fired — so SDXL samples came out black
-    or wrong under fp16 (issue 17 item 8)."""
+    or wrong under fp16 (issue 17 item 8). Text encoders kept off the device (their outputs
+    cached) visit it only to encode the prompts."""
     if text_encoders:
         base = dataclasses.replace(base, text_encoder=text_encoders[0], text_encoder_2=(
             text_encoders[1] if len(text_encoders) > 1 else None))
     was_training = unet.training
-    text_device = next(base.text_encoder.parameters()).device
     unet.eval()
     base.vae.to(device)
-    for encoder in base.text_encoders:
-        encoder.to(device)
     generator = Generator(pipeline_from_base(base, unet), base.name,
                           live_adapter=(cfg.output_name, 1.0))
     paths, total = [], len(prompts) * cfg.sample_steps
@@ -122,6 +137,9 @@ def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step
             if dtype != torch.float32:
                 stack.enter_context(patched(unet, "forward", autocast_only(device.type, dtype)))
             stack.enter_context(patched(base.vae, "decode", in_vae_dtype(base.vae)))
+            for encoder in base.text_encoders:
+                if next(encoder.parameters()).device != device:
+                    stack.enter_context(patched(encoder, "forward", visiting(encoder, device)))
             stack.enter_context(vae_tiles(base.vae, cfg.resolution, cfg.resolution))
             for k, prompt in enumerate(prompts):
                 req = GenerateRequest(prompt=prompt, seed=cfg.seed, steps=cfg.sample_steps,
@@ -135,7 +153,5 @@ def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step
                     paths.append(save_png(image, text, out_dir / f"step{step:06d}-{k}.png"))
     finally:
         base.vae.to("cpu")
-        for encoder in base.text_encoders:
-            encoder.to(text_device)
         unet.train(was_training)
     return paths
