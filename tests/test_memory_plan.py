@@ -1,4 +1,4 @@
-"""The GPU memory planner: fake-tensor counts against the real CPU allocator, monotonic in every
+"""The GPU memory planner: meta-tensor counts against the real CPU allocator, monotonic in every
 setting, the fit search's lever order, the plan cache and the plan-memory CLI."""
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def test_caching_counts_the_largest_encode_call_not_the_largest_bucket(predict_t
     assert calls.training_bytes == big.training_bytes
 
 
-# --- the planner on fake tensors ----------------------------------------------------------
+# --- the planner on meta tensors ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def predict_tiny(tiny_model):
@@ -207,7 +207,7 @@ def test_state_counted_per_shape_is_the_whole_updates(tiny_model, optimizer):
     tensor (UNet and text encoder, two parameter groups) makes, to the byte."""
     import torch
 
-    from training import memory_plan
+    from training import memory_model, memory_plan
     from training.memory_track import LiveBytes
 
     s = MemorySettings(model=str(tiny_model), rank=8, optimizer=optimizer,
@@ -221,7 +221,7 @@ def test_state_counted_per_shape_is_the_whole_updates(tiny_model, optimizer):
         meter.add(p, "lora")  # updated in place: no new bytes
         meter.add(p.grad, "gradients")
     groups = [{"params": m.params}, {"params": m.text_params, "lr": 5e-5}]
-    update, _ = memory_plan._optimizer(s, memory_plan._train_config(s), params, groups, [])
+    update, _ = memory_model.optimizer_update(s, memory_model.train_config(s), params, groups, [])
     meter.phase = "optimizer"
     with meter:
         update()

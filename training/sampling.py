@@ -84,7 +84,7 @@ def visiting(module, device: torch.device):
     """Wrap a forward so the module is on `device` only while it runs, then back where it was:
     a sample's text encoders (1.5 GiB for SDXL's two in bf16) need not sit on the card while
     the UNet denoises and the VAE decodes; the memory planner counts them this way
-    (training/memory_plan.py, _Model.sampling)."""
+    (training/memory_model.py, CountedModel.sampling)."""
     def wrap(forward):
         def visiting_forward(*args, **kwargs):
             home = next(module.parameters()).device

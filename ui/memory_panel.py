@@ -154,7 +154,7 @@ class MemoryPanel(QWidget):
             self.verdict.setText(f"✖ Will not fit {card}: these settings need ≈ "
                                  f"{human_bytes(need)} (predicted {plan.limit} peak "
                                  f"{human_bytes(plan.peak_bytes)}). Use Fit to my GPU, or "
-                                 f"lower the resolution or batch size.")
+                                 f"{memory_fit.WHAT_TO_CHANGE[plan.limit]}.")
             theme.set_role(self.verdict, "error")
         self.verdict.show()
 

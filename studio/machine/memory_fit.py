@@ -1,7 +1,7 @@
 """Which training settings fit a GPU: the planner's inputs and results, the margin, "Fit to my GPU".
 
 Pure Python (no torch), so the window and the worker share it: `training/memory_plan.py`
-predicts a `Plan` for `MemorySettings` by counting one training step on fake tensors; this
+predicts a `Plan` for `MemorySettings` by counting one training step on meta tensors; this
 module turns plans into decisions. `fit()` walks the levers from fastest to slowest and returns
 the first settings whose plan, with the safety margin, fits the card.
 """
@@ -262,25 +262,29 @@ class Fit:
                 "limit": self.limit}
 
 
-# What to do when no lever fits the card, by the phase that stays too big (the CLI and the
-# Train tab both say it: `nothing_fits`).
+# What the artist can change when a phase is too big and no lever helps, and how the sentence
+# names that phase; the CLI and the Train tab both say these (`nothing_fits`, the panel's
+# verdict).
+WHAT_TO_CHANGE = {
+    "training": "lower the resolution or the rank",
+    "caching": "lower the resolution",
+    "sampling": "turn samples off (sample every 0 epochs and 0 steps) or lower the resolution",
+}
 NOTHING_FITS = {
-    "training": ("the smallest setup tried needs", "Lower the resolution or the rank."),
-    "caching": ("caching the images before training needs, whatever the settings,",
-                "Lower the resolution."),
-    "sampling": ("the sample images shown during training need, with every setting,",
-                 "Turn samples off (sample every 0 epochs and 0 steps) or lower the "
-                 "resolution."),
+    "training": "the smallest setup tried needs",
+    "caching": "caching the images before training needs, whatever the settings,",
+    "sampling": "the sample images shown during training need, with every setting,",
 }
 
 
 def nothing_fits(fit: dict, gpu_bytes: int, card: str, size: Callable[[int], str]) -> str:
     """The sentence for a fit (`Fit.to_json`) that found nothing; `size` formats bytes."""
-    what, advice = NOTHING_FITS[fit.get("limit") or "training"]
+    limit = fit.get("limit") or "training"
     need, usable = size(fit.get("needed_bytes") or 0), size(int(gpu_bytes * (1 - SAFETY)))
     over = "just over" if need == usable else "more than"
-    return (f"Nothing LoRA Studio can change fits {card}: {what} ≈ {need}, {over} the {usable} "
-            f"it can use ({SAFETY:.0%} is kept free). {advice}")
+    return (f"Nothing LoRA Studio can change fits {card}: {NOTHING_FITS[limit]} ≈ {need}, "
+            f"{over} the {usable} it can use ({SAFETY:.0%} is kept free). "
+            f"{WHAT_TO_CHANGE[limit].capitalize()}.")
 
 
 def candidates(s: MemorySettings, quantizations: tuple[str, ...] = QUANTIZATIONS

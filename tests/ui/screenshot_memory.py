@@ -1,5 +1,5 @@
 """Screenshots of the Train tab's GPU memory figure (ui/memory_panel.py) with the fake planner:
-predicting, over budget for a 6 GB card, and after Fit to my GPU. Run under Xvfb like
+predicting, over budget for a 6 GB card, after Fit to my GPU, and a fit that finds nothing. Run under Xvfb like
 screenshot_app.py:
 
     xvfb-run -a -s "-screen 0 1920x1080x24" python tests/ui/screenshot_memory.py OUT
@@ -66,6 +66,16 @@ def main() -> int:
                       panel.planner.plan.settings.gradient_checkpointing, 10)
     window.train_tab.settings.ensureWidgetVisible(panel.fit_result)
     capture(app, window, args.out / f"train-memory-fit-{args.size}.png")
+    # Samples too big for a 6 GB card whatever the settings: the fit says so, and what to do.
+    panel.revert_button.click()
+    env["FAKE_PLAN_SAMPLING_GIB"] = "7"
+    panel.fit_button.click()
+    assert wait_until(app, lambda: panel.fit_result.text().startswith("Fitting"), 10)
+    capture(app, window, args.out / f"train-memory-fitting-{args.size}.png")
+    assert wait_until(app, lambda: panel.fit_result.text().startswith("Nothing"), 30)
+    window.train_tab.settings.ensureWidgetVisible(panel.fit_result)
+    settle(app)
+    capture(app, window, args.out / f"train-memory-nothing-fits-{args.size}.png")
     window.close()
     return 0
 
