@@ -211,3 +211,31 @@ def test_cached_text_encoders_visit_the_device_only_to_encode(tmp_path, tiny_mod
             encoder(torch.full((1, 77), 10**9, dtype=torch.long))
         assert moves[2:] == ["meta", "cpu"]
     assert "forward" not in encoder.__dict__  # the class's forward again
+
+
+@pytest.mark.parametrize("model", ["tiny_model", "tiny_sdxl"])
+def test_samples_from_prompts_encoded_once_need_no_text_encoder(request, tmp_path, model):
+    """Training encodes the sample prompts once after caching (sampling.encode_prompts) and
+    renders every sample from that: the same pixels as encoding in the pipeline, and the text
+    encoders do not run (so they need not be on the card)."""
+    import numpy as np
+
+    folder = request.getfixturevalue(model)
+    cfg = TrainConfig(base_model=str(folder), resolution=64, sample_steps=2, rank=4)
+    base = models.load_base(cfg, folder.parent)
+    models.add_lora(base.unet, cfg)
+    prompts = ["a fox", "zxq, a red circle"]
+    cpu = torch.device("cpu")
+    encoded = sampling.encode_prompts(base, cfg, prompts, cpu)
+    plain = sampling.render(base, base.unet, cfg, prompts, tmp_path / "plain", 1, cpu,
+                            torch.float32)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a text encoder ran")
+    for encoder in base.text_encoders:
+        encoder.forward = refuse
+    again = sampling.render(base, base.unet, cfg, prompts, tmp_path / "once", 1, cpu,
+                            torch.float32, embeds=encoded)
+    for a, b in zip(plain, again):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+        assert Image.open(a).text["parameters"] == Image.open(b).text["parameters"]

@@ -144,12 +144,33 @@ class Generator:
         elif self.adapters:
             self.pipe.disable_lora()  # the base model's image (tests compare it pixel for pixel)
 
+    @staticmethod
+    def _text(req: GenerateRequest) -> dict:
+        return dict(prompt=infotext.strip_lora_tags(req.prompt),
+                    negative_prompt=req.negative_prompt or None)
+
+    def encode(self, req: GenerateRequest, device: torch.device) -> dict:
+        """The text conditioning `generate` would compute for `req` (the pipeline's own
+        encode_prompt, on `device`), to pass back as its `embeds`: training encodes its sample
+        prompts once while the card is free, so samples need no text encoder on it."""
+        text, guided = self._text(req), req.cfg_scale > 1  # as the pipelines decide CFG
+        if isinstance(self.pipe, StableDiffusionXLPipeline):
+            pos, neg, pooled, neg_pooled = self.pipe.encode_prompt(
+                text["prompt"], device=device, num_images_per_prompt=1,
+                do_classifier_free_guidance=guided, negative_prompt=text["negative_prompt"])
+            return dict(prompt_embeds=pos, negative_prompt_embeds=neg,
+                        pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=neg_pooled)
+        pos, neg = self.pipe.encode_prompt(text["prompt"], device, 1, guided,
+                                           text["negative_prompt"])
+        return dict(prompt_embeds=pos, negative_prompt_embeds=neg)
+
     def generate(self, req: GenerateRequest,
                  on_step: Callable[[int, int, int], None] | None = None,
-                 cancel: threading.Event | None = None
+                 cancel: threading.Event | None = None, embeds: dict | None = None
                  ) -> Iterator[tuple[int, int, Image.Image, str]]:
         """Yield (index, seed, image, infotext) per image; `on_step(index, step, total)` after each
-        denoising step; raises Cancelled when `cancel` is set mid-way."""
+        denoising step; raises Cancelled when `cancel` is set mid-way. `embeds`: the prompt
+        already encoded (`encode`), so the text encoders do not run."""
         if req.adapters is not None:
             self.set_adapters([(Path(p), w) for p, w in req.adapters])
         base_scheduler = self.pipe.scheduler
@@ -169,7 +190,7 @@ class Generator:
                     return kwargs
 
                 image = self.pipe(
-                    infotext.strip_lora_tags(req.prompt), negative_prompt=req.negative_prompt or None,
+                    **(embeds if embeds is not None else self._text(req)),
                     num_inference_steps=req.steps, guidance_scale=req.cfg_scale,
                     width=req.width, height=req.height,
                     generator=torch.Generator("cpu").manual_seed(seed),

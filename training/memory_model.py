@@ -290,11 +290,11 @@ class CountedModel:
 
     def sampling(self, s: MemorySettings) -> int:
         """What a sample mid-run (training/sampling.py) adds to what training keeps on the card:
-        the fp32 VAE joins the trained UNet, the text encoders encode the prompts (when their
-        outputs are cached they visit the card only for that: sampling.visiting), the UNet
-        denoises a batch of 2 (prompt and negative prompt), then the VAE decodes one latent
-        in fp32, in tiles when large (sampling.vae_tiles). The same for every batch,
-        checkpointing and optimizer."""
+        the fp32 VAE joins the trained UNet; the text encoders encode the prompts only when they
+        are on the card anyway (text that changes per step), otherwise the prompts were encoded
+        once after caching (sampling.encode_prompts); the UNet denoises a batch of 2 (prompt
+        and negative prompt), then the VAE decodes one latent in fp32, in tiles when large
+        (sampling.vae_tiles). The same for every batch, checkpointing and optimizer."""
         key = ("sampling", s.sample_size, s.live_text, s.device)
         if key not in self.memo:
             from training import cache
@@ -308,13 +308,14 @@ class CountedModel:
                 meter.add_module(te, "text_encoders")
             before = meter.total
             meter.add_module(self.vae, "weights")
-            for te in self.encoders:
-                meter.add_module(te, "text_encoders")
             meter.reset_peak()
             with meter, torch.no_grad():
-                text, pooled = cache.encode_text(self.base, ["a", "b"], self.device)
-                for te in self.encoders if not s.live_text else ():
-                    meter.forget_module(te)  # back off the card
+                if s.live_text:
+                    text, pooled = cache.encode_text(self.base, ["a", "b"], self.device)
+                else:  # encoded before: the conditioning of prompt and negative prompt
+                    text = self.randn(2, TOKENS, self.context).to(self.dtype)
+                    pooled = self.randn(2, self.encoders[-1].config.projection_dim).to(
+                        self.dtype) if self.sdxl else None
                 added = {"text_embeds": pooled, "time_ids": self.randn(2, 6)} \
                     if self.sdxl else None
                 with self.amp(s):

@@ -82,9 +82,8 @@ def vae_tiles(vae, width: int, height: int):
 
 def visiting(module, device: torch.device):
     """Wrap a forward so the module is on `device` only while it runs, then back where it was:
-    a sample's text encoders (1.5 GiB for SDXL's two in bf16) need not sit on the card while
-    the UNet denoises and the VAE decodes; the memory planner counts them this way
-    (training/memory_model.py, CountedModel.sampling)."""
+    how `render`, when given no `embeds`, runs text encoders kept off the card once their
+    outputs are cached."""
     def wrap(forward):
         def visiting_forward(*args, **kwargs):
             home = next(module.parameters()).device
@@ -108,21 +107,48 @@ def in_vae_dtype(vae):
     return wrap
 
 
+def request(cfg: TrainConfig, prompt: str) -> GenerateRequest:
+    """A sample's generation settings: the run's sample seed, steps, CFG and resolution."""
+    return GenerateRequest(prompt=prompt, seed=cfg.seed, steps=cfg.sample_steps,
+                           cfg_scale=cfg.sample_cfg_scale, width=cfg.resolution,
+                           height=cfg.resolution)
+
+
+@torch.no_grad()
+def encode_prompts(base, cfg: TrainConfig, prompts: list[str], device: torch.device
+                   ) -> list[dict]:
+    """Each sample prompt's text conditioning on `device`, as the pipeline computes it
+    (Generator.encode), for `render(embeds=...)`. Training calls it once after caching, while
+    the card holds no UNet, when the text encoders are frozen: samples then never bring the
+    encoders (1.5 GiB for SDXL's two in bf16) back onto the card, and the memory planner
+    counts samples without them (training/memory_model.py, CountedModel.sampling)."""
+    generator = Generator(pipeline_from_base(base), base.name)
+    homes = [next(encoder.parameters()).device for encoder in base.text_encoders]
+    try:  # on the card together, as when caching captions (the planner's caching phase)
+        for encoder in base.text_encoders:
+            encoder.to(device)
+        return [generator.encode(request(cfg, prompt), device) for prompt in prompts]
+    finally:
+        for encoder, home in zip(base.text_encoders, homes):
+            encoder.to(home)
+
+
 @torch.no_grad()
 def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step: int,
            device: torch.device, dtype: torch.dtype, text_encoders: tuple = (),
-           on_progress=None) -> list[Path]:
+           on_progress=None, embeds: list[dict] | None = None) -> list[Path]:
     """One image per prompt with the fixed sample seed; the UNet is left as it was found.
     `text_encoders`: the bare trained encoders when they train (the base model then holds their
     DDP wrappers, which a pipeline cannot use). `on_progress(done, total)`: after each denoising
-    step of all the prompts together.
+    step of all the prompts together. `embeds`: the prompts encoded before (`encode_prompts`),
+    so the text encoders do not run.
 
     Only the UNet runs under autocast (`dtype`); the text encoders run in their own dtype and
     the VAE decodes in its own (fp32). Autocast around the whole pipeline made the SDXL VAE
     decode in fp16 although its weights are fp32 — the pipeline's own upcast guard
     (force_upcast) looks at the weights' dtype and never fired — so SDXL samples came out black
-    or wrong under fp16 (issue 17 item 8). Text encoders kept off the device (their outputs
-    cached) visit it only to encode the prompts."""
+    or wrong under fp16 (issue 17 item 8). Without `embeds`, text encoders kept off the device
+    visit it only to encode the prompts."""
     if text_encoders:
         base = dataclasses.replace(base, text_encoder=text_encoders[0], text_encoder_2=(
             text_encoders[1] if len(text_encoders) > 1 else None))
@@ -137,19 +163,17 @@ def render(base, unet, cfg: TrainConfig, prompts: list[str], out_dir: Path, step
             if dtype != torch.float32:
                 stack.enter_context(patched(unet, "forward", autocast_only(device.type, dtype)))
             stack.enter_context(patched(base.vae, "decode", in_vae_dtype(base.vae)))
-            for encoder in base.text_encoders:
+            for encoder in base.text_encoders if embeds is None else ():
                 if next(encoder.parameters()).device != device:
                     stack.enter_context(patched(encoder, "forward", visiting(encoder, device)))
             stack.enter_context(vae_tiles(base.vae, cfg.resolution, cfg.resolution))
             for k, prompt in enumerate(prompts):
-                req = GenerateRequest(prompt=prompt, seed=cfg.seed, steps=cfg.sample_steps,
-                                      cfg_scale=cfg.sample_cfg_scale, width=cfg.resolution,
-                                      height=cfg.resolution)
-
                 def on_step(_index, done, _total, k=k):
                     if on_progress:
                         on_progress(min(k * cfg.sample_steps + done, total), total)
-                for _, _, image, text in generator.generate(req, on_step=on_step):
+                for _, _, image, text in generator.generate(
+                        request(cfg, prompt), on_step=on_step,
+                        embeds=embeds[k] if embeds is not None else None):
                     paths.append(save_png(image, text, out_dir / f"step{step:06d}-{k}.png"))
     finally:
         base.vae.to("cpu")

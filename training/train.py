@@ -165,6 +165,14 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     log.info("base model %s (%s, %s prediction)", base.name, base.version, prediction)
     data, val = cache(accelerator, sink, cfg, base, project, train_items, held_out, device)
     scale = LatentScale.of(base.vae)
+    prompts = sampling.sample_prompts(cfg, train_items)
+    # With frozen, cached text the samples' prompts are encoded now, while the card holds no
+    # UNet: samples then never bring the text encoders back (memory_model.CountedModel.sampling
+    # counts them so). Text that changes per step keeps the encoders on the card anyway.
+    live_text = data.live_text or (val is not None and val.live_text)
+    # (Also without scheduled samples: the window can ask for samples at any step.)
+    sample_text = sampling.encode_prompts(base, cfg, prompts, device) if (
+        main and prompts and not live_text) else None
 
     # 3. The LoRA on a frozen UNet. Frozen weights in half precision on the GPU save memory; the
     #    LoRA weights themselves stay fp32 (models.add_lora). Optionally a LoRA on the text
@@ -202,7 +210,6 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     # The bare modules (no DDP wrapper), for saving, resume points, samples and validation.
     plain_unet = accelerator.unwrap_model(unet)
     plain_text = tuple(accelerator.unwrap_model(te) for te in wrapped_text)
-    prompts = sampling.sample_prompts(cfg, train_items)
     facts = run_facts(base, cfg, project, train_items, total, started_at,
                       accelerator.mixed_precision)
     sink.emit(Status("training", f"Training {n_trainable:,} LoRA parameters "
@@ -321,7 +328,8 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
             if main:
                 render_samples(sink, eta, cfg, prompts, step, shown_epoch, lambda report: (
                     sampling.render(base, plain_unet, cfg, prompts, run.samples, step, device,
-                                    weight_dtype, plain_text, on_progress=report)))
+                                    weight_dtype, plain_text, on_progress=report,
+                                    embeds=sample_text)))
                 if step < total and not act.stop:  # the ETA again, with the samples' cost
                     sink.emit(Status("training", "Training"))
                     sink.progress(Progress(step=step, total=total, epoch=shown_epoch,

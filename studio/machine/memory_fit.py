@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 GIB = 1024**3
-PLANNER_VERSION = 3  # bump when predictions change, so cached plans are recomputed
+PLANNER_VERSION = 4  # bump when predictions change, so cached plans are recomputed
 
 # What a card holds besides torch's allocations (max_memory_allocated): the CUDA context and
 # cuBLAS/cuDNN workspaces (≈ 0.3-0.6 GiB on torch 2.x with lazy module loading), plus the
