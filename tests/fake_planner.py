@@ -50,7 +50,8 @@ def plan_memory() -> int:
     weights_gib = float(os.environ.get("FAKE_PLAN_WEIGHTS_GIB", "2"))
 
     def predict(c: memory_fit.MemorySettings) -> memory_fit.Plan:
-        weights = int(weights_gib * gib / {"none": 1, "fp8": 2, "int8": 2, "nf4": 4}[c.quantization])
+        share = {"none": 1, "fp8": 2, "int8": 2, "nf4": 4}[c.quantization]
+        weights = int(weights_gib * gib / share)
         act = int(3 * gib * c.batch_size * c.width * c.height / 512**2
                   * (0.3 if c.gradient_checkpointing else 1))
         sampling = float(os.environ.get("FAKE_PLAN_SAMPLING_GIB", "2.5"))

@@ -112,13 +112,18 @@ def checkpointing(recompute):
     """diffusers' default checkpointing call (non-reentrant), with `recompute()` (the planner's
     torch function modes: CUDA's fp32 ops, meta autocast) around the recomputation: function
     modes are not active during backward. No RNG state is kept: meta tensors have none."""
-    from contextlib import nullcontext
-
     def run(module, *args):
         return torch.utils.checkpoint.checkpoint(
             module.__call__, *args, use_reentrant=False, preserve_rng_state=False,
             context_fn=lambda: (nullcontext(), recompute()))
     return run
+
+
+def param_groups(unet_params: list, text_params: list) -> list[dict]:
+    """train.py's parameter groups: the UNet's LoRA, and the text encoders' at their own
+    (AdamW-scale) learning rate."""
+    return [{"params": unet_params}] + ([{"params": text_params, "lr": 5e-5}]
+                                        if text_params else [])
 
 
 def optimizer_update(s, cfg, params, groups, keep):
@@ -244,11 +249,10 @@ class CountedModel:
                 p.grad = torch.zeros_like(p)
                 meter.add(p, "lora")
                 meter.add(p.grad, "gradients")
-            groups = [{"params": [p for k, p in one.items() if k[2] == 0]}]
-            if self.text_params:
-                groups.append({"params": [p for k, p in one.items() if k[2] == 1], "lr": 5e-5})
-            keep: list = []
-            update, state_of = optimizer_update(s, train_config(s), list(one.values()), groups, keep)
+            groups = param_groups([p for k, p in one.items() if k[2] == 0],
+                                  [p for k, p in one.items() if k[2] == 1])
+            update, state_of = optimizer_update(s, train_config(s), list(one.values()), groups,
+                                                [])
             meter.phase = "optimizer"
             before = meter.total
             with meter:

@@ -26,12 +26,12 @@ from studio.config import TrainConfig
 from studio.machine import memory_fit
 from studio.machine.memory_fit import PLANNER_VERSION, MemorySettings, Plan
 from training.memory_model import (TOKENS, CountedModel, checkpointing, optimizer_update,
-                                   quantized_bytes, read_configs, train_config)
+                                   param_groups, quantized_bytes, read_configs, train_config)
 
 resolve_model = memory_fit.model_folder  # the one rule, torch-free (the GUI asks it too)
 
 
-def _step(s, m: "CountedModel", meter, update, at_update: dict):
+def _step(s, m: CountedModel, meter, update, at_update: dict):
     """One optimizer step of train.py's loop; returns (forward/backward peak, its parts,
     activations at the end of forward, peak during the update); `at_update` gets the live
     total and parts as the update starts."""
@@ -114,9 +114,8 @@ def _train_step(s: MemorySettings, m: CountedModel, measure=None) -> dict:
     keep = [torch.empty(s.images * per_image, dtype=torch.uint8, device=m.device)]
     meter.add(keep[-1], "data")  # the cached dataset
     if m.real:  # the real update: clip, step, zero_grad
-        groups = [{"params": m.params}] + ([{"params": m.text_params, "lr": 5e-5}]
-                                           if m.text_params else [])
-        update, _ = optimizer_update(s, train_config(s), params, groups, keep)
+        update, _ = optimizer_update(s, train_config(s), params,
+                                     param_groups(m.params, m.text_params), keep)
     else:
         def update():
             for p in params:

@@ -167,8 +167,9 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     scale = LatentScale.of(base.vae)
     prompts = sampling.sample_prompts(cfg, train_items)
     # With frozen, cached text the samples' prompts are encoded now, while the card holds no
-    # UNet: samples then never bring the text encoders back (memory_model.CountedModel.sampling
-    # counts them so). Text that changes per step keeps the encoders on the card anyway.
+    # UNet: samples then never bring the text encoders back, and the memory planner counts
+    # samples without them (memory_model.CountedModel.sampling). Text that changes per step
+    # keeps the encoders on the card anyway.
     live_text = data.live_text or (val is not None and val.live_text)
     # (Also without scheduled samples: the window can ask for samples at any step.)
     sample_text = sampling.encode_prompts(base, cfg, prompts, device) if (

@@ -18,8 +18,8 @@ from ui.worker import WorkerProcess
 
 DEBOUNCE_MS = 800  # a rank slider drag or typing a number settles before a plan starts
 # Seconds `plan-memory` takes for a first plan, start-up included, on a quiet 2-core machine
-# (docs/benchmarks.md, "How long a plan takes": 9 s for SDXL, 5.4 s for SD1.5); replaced by
-# what this session saw. A fit takes up to twice that (SDXL 8 GB with quantized bases: 16 s).
+# (docs/benchmarks.md, "How long a plan takes": 10.2 s for SDXL, 5.6 s for SD1.5); replaced by
+# what this session saw. A fit takes up to twice that (SDXL for an 8 GB card: 19.2 s).
 TYPICAL_SECONDS = {"sdxl": 10.0}
 DEFAULT_SECONDS = 6.0
 FIT_FACTOR = 2.0

@@ -366,10 +366,10 @@ def fit(s: MemorySettings, gpu_bytes: int, predict: Callable[[MemorySettings], P
         caching = Plan(0, plan.caching_bytes, 0)
         if not fits(caching, gpu_bytes):
             return Fit(None, plan, {}, tried, "caching", needed_bytes(caching))
-        alone = needed_bytes(Plan(0, 0, plan.sampling_bytes))
-        if not fits(Plan(0, 0, plan.sampling_bytes), gpu_bytes):
+        alone = Plan(0, 0, plan.sampling_bytes)
+        if not fits(alone, gpu_bytes):
             blocked.add(group)
-            sampling = min(sampling or alone, alone)
+            sampling = min(sampling or needed_bytes(alone), needed_bytes(alone))
     if blocked and blocked >= {(c.quantization, c.optimizer) for c in listed}:
         return Fit(None, best, {}, tried, "sampling", sampling)
     return Fit(None, best, {}, tried, "training", needed_bytes(best) if best else 0)
