@@ -39,7 +39,9 @@ def run_worker(*args: str, faults: dict | None = None, nproc: int = 1,
             child.kill()
         proc.kill()
         out, err = proc.communicate()
-        pytest.fail(f"training hung (killed after {timeout} s):\n{err[-3000:]}")
+        # The last events say how far rank 0 got (the log lines alone stop at model loading).
+        pytest.fail(f"training hung (killed after {timeout} s):\n{err[-3000:]}\n"
+                    f"last events:\n{out[-1500:]}")
     return CliRun(proc.returncode, parse_events(out), err)
 
 
