@@ -130,15 +130,20 @@ def build(items: list[Item], held_out: list[Item], cfg: TrainConfig, base, cache
     return data, val
 
 
+def live_text(*sets: TrainingData | None) -> bool:
+    """Whether any set encodes its captions every step (so the text encoders stay on the
+    device): the rule place_text_encoders and train.py's sample prompts both follow."""
+    return any(s is not None and s.live_text for s in sets)
+
+
 def place_text_encoders(base, device: torch.device, *sets: TrainingData | None) -> None:
     """On `device` when a set encodes captions every step (caption dropout, shuffling, tag
     dropout, or training the encoders), else on the CPU where they free GPU memory. Decided after
     every set exists: placed per set, the validation set (built second, with cached text) moved
     them back to the CPU under a training set that encodes on the GPU, and step 1 failed with
     "Expected all tensors to be on the same device" (issue 17)."""
-    live = any(s is not None and s.live_text for s in sets)
     for encoder in base.text_encoders:
-        encoder.to(device if live else "cpu")
+        encoder.to(device if live_text(*sets) else "cpu")
 
 
 def sdxl_time_ids(size: tuple[int, int], bucket: tuple[int, int]) -> list[float]:

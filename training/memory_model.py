@@ -203,6 +203,12 @@ class CountedModel:
     def randn(self, *shape) -> torch.Tensor:
         return torch.randn(*shape, device=self.device)
 
+    def cached_text(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """n captions' text conditioning as cached (hidden states, SDXL's pooled embedding),
+        in fp32 as training/cache.py stores it."""
+        return self.randn(n, TOKENS, self.context), (
+            self.randn(n, self.encoders[-1].config.projection_dim) if self.sdxl else None)
+
     @contextmanager
     def amp(self, s: MemorySettings):
         """train.py's autocast as the planner runs it: CPU autocast on real tensors (with
@@ -317,9 +323,8 @@ class CountedModel:
                 if s.live_text:
                     text, pooled = cache.encode_text(self.base, ["a", "b"], self.device)
                 else:  # encoded before: the conditioning of prompt and negative prompt
-                    text = self.randn(2, TOKENS, self.context).to(self.dtype)
-                    pooled = self.randn(2, self.encoders[-1].config.projection_dim).to(
-                        self.dtype) if self.sdxl else None
+                    text, pooled = (t if t is None else t.to(self.dtype)
+                                    for t in self.cached_text(2))
                 added = {"text_embeds": pooled, "time_ids": self.randn(2, 6)} \
                     if self.sdxl else None
                 with self.amp(s):

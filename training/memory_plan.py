@@ -48,8 +48,7 @@ def _step(s, m: CountedModel, meter, update, at_update: dict):
         with torch.set_grad_enabled(s.train_text_encoder):
             text, pooled = cache.encode_text(m.base, ["caption"] * b, m.device)
     else:
-        text, pooled = randn(b, TOKENS, m.context), (
-            randn(b, m.encoders[-1].config.projection_dim) if m.sdxl else None)
+        text, pooled = m.cached_text(b)
     if m.sdxl:
         added = {"text_embeds": pooled, "time_ids": randn(b, 6)}
     meter.phase = "activations"

@@ -170,10 +170,9 @@ def train(project: Project, cfg: TrainConfig, run: RunDir, items: list, sink: Ev
     # UNet: samples then never bring the text encoders back, and the memory planner counts
     # samples without them (memory_model.CountedModel.sampling). Text that changes per step
     # keeps the encoders on the card anyway.
-    live_text = data.live_text or (val is not None and val.live_text)
     # (Also without scheduled samples: the window can ask for samples at any step.)
     sample_text = sampling.encode_prompts(base, cfg, prompts, device) if (
-        main and prompts and not live_text) else None
+        main and prompts and not training_data.live_text(data, val)) else None
 
     # 3. The LoRA on a frozen UNet. Frozen weights in half precision on the GPU save memory; the
     #    LoRA weights themselves stay fp32 (models.add_lora). Optionally a LoRA on the text

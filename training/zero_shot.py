@@ -155,8 +155,8 @@ def errors(unet, latent: torch.Tensor, candidates: Candidates, noise_scheduler, 
            noise: torch.Tensor, steps: torch.Tensor, dtype: torch.dtype = torch.float32,
            per_step: bool = False) -> torch.Tensor:
     """[K] ([K, T] with per_step) mean denoising error of the (scaled) latent [C, h, w] under
-    each candidate, with noise [T, C, h, w] at timesteps [T] shared by all candidates. Candidates and timesteps go
-    through the UNet together, in batches of up to UNET_BATCH."""
+    each candidate, with noise [T, C, h, w] at timesteps [T] shared by all candidates.
+    Candidates and timesteps go through the UNet together, in batches of up to UNET_BATCH."""
     device = latent.device
     k, t = len(candidates), len(steps)
     steps, noise = steps.to(device), noise.to(device)
